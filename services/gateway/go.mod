@@ -1,0 +1,3 @@
+module github.com/witnz/witnz/services/gateway
+
+go 1.26.0

@@ -1,0 +1,3 @@
+module github.com/witnz/witnz/services/host-agent
+
+go 1.26.0

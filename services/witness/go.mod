@@ -1,0 +1,3 @@
+module github.com/witnz/witnz/services/witness
+
+go 1.26.0
