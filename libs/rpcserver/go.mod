@@ -31,3 +31,7 @@ require (
 )
 
 replace github.com/witnz/witnz/libs/mtls => ../mtls
+
+require github.com/witnz/witnz/libs/pki v0.0.0
+
+replace github.com/witnz/witnz/libs/pki => ../pki
