@@ -1,0 +1,458 @@
+// Package fsm is the witness cluster's replicated state machine. It holds
+// only hashes: per protected table, the keyed commitments cdc-ingest sent
+// (as encoded log entries), the table's RFC 6962 log with its hash chain,
+// and the position of the last change applied. Row data never reaches it.
+//
+// Apply is deterministic: no clock, no randomness, no I/O. A command that
+// breaks a business rule is rejected as a returned value and recorded; a
+// command that cannot be decoded panics, because a replica that silently
+// diverges is worse than one that stops.
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/witnz/witnz/libs/commitment"
+	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
+	"github.com/witnz/witnz/libs/tlog"
+)
+
+// Limits and defaults.
+const (
+	// MaxBatch is the most entries one Append command may carry.
+	MaxBatch = 10000
+	// DefaultBuckets is the state-digest bucket count of a table
+	// registered with 0 buckets.
+	DefaultBuckets = 1024
+	// MaxBuckets bounds the bucket count of a table.
+	MaxBuckets = 1 << 16
+	// MaxTableName bounds the length of a "schema.table" name in bytes.
+	MaxTableName = 255
+	// KeepRejections is how many rejections the state remembers.
+	KeepRejections = 100
+	// CommitmentSize is the size of every commitment.
+	CommitmentSize = 32
+)
+
+// Errors of rejected commands. Result.Err wraps one of them.
+var (
+	ErrUnknownTable  = errors.New("table is not registered")
+	ErrTableConflict = errors.New("table is already registered with different settings")
+	ErrInvalid       = errors.New("invalid command")
+	ErrOutOfOrder    = errors.New("entries are not in (commit_lsn, tx_index) order")
+)
+
+// Position orders the changes of one table: the commit LSN of the
+// transaction and the change's index inside it.
+type Position struct {
+	CommitLSN uint64
+	TxIndex   uint32
+}
+
+// After reports whether p comes strictly after q.
+func (p Position) After(q Position) bool {
+	return p.CommitLSN > q.CommitLSN || (p.CommitLSN == q.CommitLSN && p.TxIndex > q.TxIndex)
+}
+
+func positionOf(e *witnessv1.Entry) Position {
+	return Position{CommitLSN: e.GetCommitLsn(), TxIndex: e.GetTxIndex()}
+}
+
+// TableInfo describes one table's log.
+type TableInfo struct {
+	Name      string
+	Mode      witnessv1.TableMode
+	Buckets   uint32
+	Size      uint64
+	Root      [tlog.HashSize]byte
+	ChainHead [tlog.HashSize]byte
+	// Last is the position of the last change applied; HasLast is false
+	// until the first one.
+	Last    Position
+	HasLast bool
+}
+
+// Result is what Apply returns for every command; raft hands it back
+// through ApplyFuture.Response.
+type Result struct {
+	// Table is the table as it is after the command.
+	Table TableInfo
+	// Created is set when RegisterTable created the table.
+	Created bool
+	// Appended and Duplicates count the entries of an Append command that
+	// were logged and that were skipped as replays.
+	Appended, Duplicates uint32
+	// Err is non-nil when the command was rejected (it wraps one of the
+	// Err* values); Rejection is the record kept in the state.
+	Err       error
+	Rejection *witnessv1.Rejection
+}
+
+// table is the state of one protected table.
+type table struct {
+	name    string
+	mode    witnessv1.TableMode
+	buckets uint32
+	// entries holds the encoded entries back to back, EntrySize bytes
+	// each. It only grows, so a prefix handed to a snapshot or a reader
+	// never changes under it.
+	entries []byte
+	log     *tlog.Log
+	last    Position
+	hasLast bool
+}
+
+func (t *table) info() TableInfo {
+	st := t.log.State()
+	return TableInfo{
+		Name: t.name, Mode: t.mode, Buckets: t.buckets,
+		Size: st.Size, Root: st.Root, ChainHead: st.ChainHead,
+		Last: t.last, HasLast: t.hasLast,
+	}
+}
+
+// state is everything a snapshot captures.
+type state struct {
+	applied    uint64
+	tables     map[string]*table
+	rejections []*witnessv1.Rejection
+	rejected   uint64
+}
+
+func newState() *state { return &state{tables: map[string]*table{}} }
+
+// FSM implements raft.FSM.
+type FSM struct {
+	mu sync.RWMutex
+	st *state
+}
+
+// New returns an empty state machine.
+func New() *FSM { return &FSM{st: newState()} }
+
+var _ raft.FSM = (*FSM)(nil)
+
+// Apply applies one committed Raft log entry.
+func (f *FSM) Apply(l *raft.Log) any {
+	var cmd witnessv1.Command
+	if err := proto.Unmarshal(l.Data, &cmd); err != nil {
+		panic(fmt.Sprintf("witness fsm: raft log %d is not a witness command (%v): refusing to diverge", l.Index, err))
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.st.applied = l.Index
+	switch c := cmd.GetCommand().(type) {
+	case *witnessv1.Command_Append:
+		return f.applyAppend(l.Index, cmd.GetProposedAtMicros(), c.Append)
+	case *witnessv1.Command_RegisterTable:
+		return f.applyRegister(l.Index, cmd.GetProposedAtMicros(), c.RegisterTable)
+	default:
+		panic(fmt.Sprintf("witness fsm: raft log %d carries an unknown command (a newer version wrote it?): refusing to diverge", l.Index))
+	}
+}
+
+// reject records a rejection and returns it as a Result.
+func (f *FSM) reject(index uint64, at int64, tableName string, err error) *Result {
+	r := &witnessv1.Rejection{RaftIndex: index, Table: tableName, Reason: err.Error(), AtMicros: at}
+	f.st.rejected++
+	f.st.rejections = append(f.st.rejections, r)
+	if n := len(f.st.rejections); n > KeepRejections {
+		f.st.rejections = append([]*witnessv1.Rejection(nil), f.st.rejections[n-KeepRejections:]...)
+	}
+	res := &Result{Err: err, Rejection: proto.Clone(r).(*witnessv1.Rejection)}
+	if t := f.st.tables[tableName]; t != nil {
+		res.Table = t.info()
+	}
+	return res
+}
+
+// NormalizeRegister fills in the defaults of a RegisterTable command (mode
+// append-only, DefaultBuckets) and checks it.
+func NormalizeRegister(c *witnessv1.RegisterTableCommand) (mode witnessv1.TableMode, buckets uint32, err error) {
+	if err := ValidateTableName(c.GetTable()); err != nil {
+		return 0, 0, err
+	}
+	mode = c.GetMode()
+	switch mode {
+	case witnessv1.TableMode_TABLE_MODE_UNSPECIFIED:
+		mode = witnessv1.TableMode_TABLE_MODE_APPEND_ONLY
+	case witnessv1.TableMode_TABLE_MODE_APPEND_ONLY, witnessv1.TableMode_TABLE_MODE_MUTABLE:
+	default:
+		return 0, 0, fmt.Errorf("%w: unknown table mode %d", ErrInvalid, mode)
+	}
+	buckets = c.GetBuckets()
+	if buckets == 0 {
+		buckets = DefaultBuckets
+	}
+	if buckets > MaxBuckets || buckets&(buckets-1) != 0 {
+		return 0, 0, fmt.Errorf("%w: buckets %d is not a power of two between 1 and %d", ErrInvalid, buckets, MaxBuckets)
+	}
+	return mode, buckets, nil
+}
+
+// ValidateTableName accepts "schema.table" names.
+func ValidateTableName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: table name is empty (want schema.table)", ErrInvalid)
+	case len(name) > MaxTableName:
+		return fmt.Errorf("%w: table name of %d bytes exceeds %d", ErrInvalid, len(name), MaxTableName)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: table name is not valid UTF-8", ErrInvalid)
+	}
+	schema, tbl, ok := cutDot(name)
+	if !ok || schema == "" || tbl == "" {
+		return fmt.Errorf("%w: table name %q is not schema.table", ErrInvalid, name)
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%w: table name %q contains a control character", ErrInvalid, name)
+		}
+	}
+	return nil
+}
+
+func cutDot(s string) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '.' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+func (f *FSM) applyRegister(index uint64, at int64, c *witnessv1.RegisterTableCommand) *Result {
+	mode, buckets, err := NormalizeRegister(c)
+	if err != nil {
+		return f.reject(index, at, c.GetTable(), err)
+	}
+	if t, ok := f.st.tables[c.GetTable()]; ok {
+		if t.mode != mode || t.buckets != buckets {
+			return f.reject(index, at, c.GetTable(), fmt.Errorf("%w: %s has mode %s and %d buckets", ErrTableConflict, t.name, t.mode, t.buckets))
+		}
+		return &Result{Table: t.info()}
+	}
+	t := &table{name: c.GetTable(), mode: mode, buckets: buckets, log: tlog.New()}
+	f.st.tables[t.name] = t
+	return &Result{Table: t.info(), Created: true}
+}
+
+// ValidateEntries checks what Apply re-checks for every Append batch: its
+// size, each entry's op and commitment lengths, and that positions strictly
+// increase. The leader runs it before proposing, so that a bad batch never
+// costs a Raft round.
+func ValidateEntries(entries []*witnessv1.Entry) error {
+	if len(entries) == 0 {
+		return fmt.Errorf("%w: the batch has no entries", ErrInvalid)
+	}
+	if len(entries) > MaxBatch {
+		return fmt.Errorf("%w: the batch has %d entries; split it into batches of at most %d", ErrInvalid, len(entries), MaxBatch)
+	}
+	var prev Position
+	for i, e := range entries {
+		if e == nil {
+			return fmt.Errorf("%w: entry %d is empty", ErrInvalid, i)
+		}
+		if op := e.GetOp(); op < witnessv1.Op_OP_BASELINE || op > witnessv1.Op_OP_ANCHOR {
+			return fmt.Errorf("%w: entry %d has unknown op %d", ErrInvalid, i, op)
+		}
+		for _, c := range [...]struct {
+			name string
+			b    []byte
+		}{{"key_commit", e.GetKeyCommit()}, {"data_commit", e.GetDataCommit()}, {"old_data_commit", e.GetOldDataCommit()}} {
+			if len(c.b) != 0 && len(c.b) != CommitmentSize {
+				return fmt.Errorf("%w: entry %d has a %s of %d bytes; commitments are %d bytes or empty", ErrInvalid, i, c.name, len(c.b), CommitmentSize)
+			}
+		}
+		p := positionOf(e)
+		if i > 0 && !p.After(prev) {
+			return fmt.Errorf("%w: entry %d at (%d, %d) does not follow entry %d at (%d, %d)", ErrOutOfOrder, i, p.CommitLSN, p.TxIndex, i-1, prev.CommitLSN, prev.TxIndex)
+		}
+		prev = p
+	}
+	return nil
+}
+
+func commitmentOf(b []byte) *commitment.Commitment {
+	if len(b) == 0 {
+		return nil
+	}
+	var c commitment.Commitment
+	copy(c[:], b)
+	return &c
+}
+
+func (f *FSM) applyAppend(index uint64, at int64, c *witnessv1.AppendCommand) *Result {
+	t, ok := f.st.tables[c.GetTable()]
+	if !ok {
+		return f.reject(index, at, c.GetTable(), fmt.Errorf("%w: %q", ErrUnknownTable, c.GetTable()))
+	}
+	if err := ValidateEntries(c.GetEntries()); err != nil {
+		return f.reject(index, at, t.name, err)
+	}
+	res := &Result{}
+	for _, e := range c.GetEntries() {
+		p := positionOf(e)
+		if t.hasLast && !p.After(t.last) {
+			// A replay of a change this table already logged (cdc-ingest
+			// resent it after a crash): harmless, and counted.
+			res.Duplicates++
+			continue
+		}
+		ce := commitment.Entry{
+			Seq:              t.log.Size(),
+			CommitLSN:        e.GetCommitLsn(),
+			TxIndex:          e.GetTxIndex(),
+			Op:               commitment.Op(e.GetOp()),
+			CommitTimeMicros: e.GetCommitTimeMicros(),
+			XID:              e.GetXid(),
+			KeyCommit:        commitmentOf(e.GetKeyCommit()),
+			DataCommit:       commitmentOf(e.GetDataCommit()),
+			OldDataCommit:    commitmentOf(e.GetOldDataCommit()),
+		}
+		if err := t.log.Append(ce.LeafHash()); err != nil {
+			// The in-memory log cannot fail; a failing store would leave
+			// this replica unlike the others.
+			panic(fmt.Sprintf("witness fsm: raft log %d: append to %s: %v", index, t.name, err))
+		}
+		t.entries = ce.AppendEncode(t.entries)
+		t.last, t.hasLast = p, true
+		res.Appended++
+	}
+	res.Table = t.info()
+	return res
+}
+
+// Applied is the index of the last Raft log entry applied.
+func (f *FSM) Applied() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.applied
+}
+
+// Tables describes every table, sorted by name.
+func (f *FSM) Tables() []TableInfo {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]TableInfo, 0, len(f.st.tables))
+	for _, t := range f.st.tables {
+		out = append(out, t.info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Rejections returns the last KeepRejections rejections, oldest first, and
+// how many there have been in all.
+func (f *FSM) Rejections() ([]*witnessv1.Rejection, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*witnessv1.Rejection, len(f.st.rejections))
+	for i, r := range f.st.rejections {
+		out[i] = proto.Clone(r).(*witnessv1.Rejection)
+	}
+	return out, f.st.rejected
+}
+
+// Table returns a read-only view of one table as it is now. The view stays
+// valid and unchanged while later commands append to the table.
+func (f *FSM) Table(name string) (*View, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t, ok := f.st.tables[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownTable, name)
+	}
+	info := t.info()
+	return &View{Info: info, entries: t.entries[:info.Size*commitment.EntrySize], log: t.log}, nil
+}
+
+// View is a table frozen at one size.
+type View struct {
+	Info    TableInfo
+	entries []byte
+	log     *tlog.Log
+}
+
+// ErrOutOfRange is wrapped by View errors about an index or size beyond
+// the view.
+var ErrOutOfRange = errors.New("beyond the log")
+
+// Entry returns the encoded entry at seq and its leaf hash.
+func (v *View) Entry(seq uint64) (encoded []byte, leafHash [tlog.HashSize]byte, err error) {
+	if seq >= v.Info.Size {
+		return nil, leafHash, fmt.Errorf("%w: entry %d of a log of %d entries", ErrOutOfRange, seq, v.Info.Size)
+	}
+	off := seq * commitment.EntrySize
+	leafHash, err = v.log.LeafHash(seq)
+	return v.entries[off : off+commitment.EntrySize : off+commitment.EntrySize], leafHash, err
+}
+
+// RootAt is the root of the tree of the first size entries.
+func (v *View) RootAt(size uint64) ([tlog.HashSize]byte, error) {
+	if size > v.Info.Size {
+		return [tlog.HashSize]byte{}, fmt.Errorf("%w: size %d of a log of %d entries", ErrOutOfRange, size, v.Info.Size)
+	}
+	return v.log.RootAt(size)
+}
+
+// InclusionProof proves entry index is in the tree of size entries.
+func (v *View) InclusionProof(index, size uint64) ([][]byte, error) {
+	if size > v.Info.Size || index >= size {
+		return nil, fmt.Errorf("%w: entry %d in a tree of size %d, log of %d entries", ErrOutOfRange, index, size, v.Info.Size)
+	}
+	return v.log.InclusionProof(index, size)
+}
+
+// ConsistencyProof proves the tree of size to extends the tree of size
+// from.
+func (v *View) ConsistencyProof(from, to uint64) ([][]byte, error) {
+	if to > v.Info.Size || from > to {
+		return nil, fmt.Errorf("%w: sizes %d to %d, log of %d entries", ErrOutOfRange, from, to, v.Info.Size)
+	}
+	return v.log.ConsistencyProof(from, to)
+}
+
+// Snapshot captures the state at this point. Apply is not running while it
+// does, and the capture is cheap: entries and logs only grow, so prefixes
+// are shared rather than copied.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s := &snapshot{applied: f.st.applied, rejected: f.st.rejected}
+	for _, r := range f.st.rejections {
+		s.rejections = append(s.rejections, proto.Clone(r).(*witnessv1.Rejection))
+	}
+	for _, t := range f.st.tables {
+		info := t.info()
+		s.tables = append(s.tables, tableSnapshot{
+			info:    info,
+			entries: t.entries[:info.Size*commitment.EntrySize],
+			log:     t.log,
+		})
+	}
+	sort.Slice(s.tables, func(i, j int) bool { return s.tables[i].info.Name < s.tables[j].info.Name })
+	return s, nil
+}
+
+// Restore replaces the state with a snapshot written by Persist. The new
+// state is built and checked completely before it is swapped in.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st, err := readSnapshot(rc)
+	if err != nil {
+		return fmt.Errorf("witness fsm: restore snapshot: %w", err)
+	}
+	f.mu.Lock()
+	f.st = st
+	f.mu.Unlock()
+	return nil
+}

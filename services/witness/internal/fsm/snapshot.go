@@ -1,0 +1,336 @@
+package fsm
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/witnz/witnz/libs/commitment"
+	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
+	"github.com/witnz/witnz/libs/tlog"
+)
+
+// Snapshot layout, version 1 (integers big-endian; "bytes" is a uint32
+// length followed by that many bytes):
+//
+//	magic "wzfsm\x00\x00\x01"
+//	applied     uint64   last Raft index applied
+//	rejected    uint64   rejections in all
+//	nrej        uint32   then nrej × bytes (witness.v1.Rejection, protobuf)
+//	ntables     uint32   then, per table in name order:
+//	  name      bytes
+//	  mode      uint32
+//	  buckets   uint32
+//	  has_last  uint8, last commit_lsn uint64, last tx_index uint32
+//	  size      uint64
+//	  root      [32]byte
+//	  chain     [32]byte
+//	  entries   size × commitment.EntrySize bytes
+//	  log       uint64 length, then tlog serialization at size
+//	end         "wzend\x00\x00\x01"
+//	checksum    SHA-256 of everything before it
+//
+// Restore verifies the checksum, decodes every entry strictly and checks it
+// against the log: its seq, its leaf hash, and the recorded root and chain
+// head.
+var (
+	snapMagic = []byte("wzfsm\x00\x00\x01")
+	snapEnd   = []byte("wzend\x00\x00\x01")
+)
+
+// Bounds that keep a damaged snapshot from asking for absurd allocations.
+const (
+	maxSnapTables     = 1 << 20
+	maxSnapRejections = 1 << 16
+	maxSnapRecord     = 1 << 20
+)
+
+type tableSnapshot struct {
+	info    TableInfo
+	entries []byte
+	log     *tlog.Log
+}
+
+type snapshot struct {
+	applied    uint64
+	rejected   uint64
+	rejections []*witnessv1.Rejection
+	tables     []tableSnapshot
+}
+
+// Persist writes the snapshot to sink.
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.writeTo(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("witness fsm: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+// Release is a no-op: the snapshot shares immutable prefixes.
+func (s *snapshot) Release() {}
+
+type writer struct {
+	w   *bufio.Writer
+	sum hash.Hash
+	err error
+	buf [8]byte
+}
+
+func (w *writer) write(b []byte) {
+	if w.err == nil {
+		w.sum.Write(b)
+		_, w.err = w.w.Write(b)
+	}
+}
+func (w *writer) u8(v uint8) { w.write([]byte{v}) }
+func (w *writer) u32(v uint32) {
+	binary.BigEndian.PutUint32(w.buf[:4], v)
+	w.write(w.buf[:4])
+}
+func (w *writer) u64(v uint64) {
+	binary.BigEndian.PutUint64(w.buf[:8], v)
+	w.write(w.buf[:8])
+}
+func (w *writer) bytes(b []byte) {
+	w.u32(uint32(len(b)))
+	w.write(b)
+}
+
+func (s *snapshot) writeTo(dst io.Writer) error {
+	w := &writer{w: bufio.NewWriterSize(dst, 1<<16), sum: sha256.New()}
+	w.write(snapMagic)
+	w.u64(s.applied)
+	w.u64(s.rejected)
+	w.u32(uint32(len(s.rejections)))
+	for _, r := range s.rejections {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+		if err != nil {
+			return err
+		}
+		w.bytes(b)
+	}
+	w.u32(uint32(len(s.tables)))
+	for _, t := range s.tables {
+		w.bytes([]byte(t.info.Name))
+		w.u32(uint32(t.info.Mode))
+		w.u32(t.info.Buckets)
+		var has uint8
+		if t.info.HasLast {
+			has = 1
+		}
+		w.u8(has)
+		w.u64(t.info.Last.CommitLSN)
+		w.u32(t.info.Last.TxIndex)
+		w.u64(t.info.Size)
+		w.write(t.info.Root[:])
+		w.write(t.info.ChainHead[:])
+		w.write(t.entries)
+		blob, err := t.log.MarshalAt(t.info.Size)
+		if err != nil {
+			return err
+		}
+		w.u64(uint64(len(blob)))
+		w.write(blob)
+	}
+	w.write(snapEnd)
+	w.write(w.sum.Sum(nil))
+	if w.err != nil {
+		return w.err
+	}
+	return w.w.Flush()
+}
+
+// ErrBadSnapshot is wrapped by every error about a snapshot's content.
+var ErrBadSnapshot = errors.New("bad snapshot")
+
+type reader struct {
+	r   *bufio.Reader
+	sum hash.Hash
+	err error
+	buf [8]byte
+}
+
+func (r *reader) full(b []byte) {
+	if r.err == nil {
+		if _, err := io.ReadFull(r.r, b); err != nil {
+			r.err = fmt.Errorf("%w: truncated: %v", ErrBadSnapshot, err)
+			return
+		}
+		r.sum.Write(b)
+	}
+}
+func (r *reader) u8() uint8 {
+	r.full(r.buf[:1])
+	return r.buf[0]
+}
+func (r *reader) u32() uint32 {
+	r.full(r.buf[:4])
+	if r.err != nil {
+		return 0
+	}
+	return binary.BigEndian.Uint32(r.buf[:4])
+}
+func (r *reader) u64() uint64 {
+	r.full(r.buf[:8])
+	if r.err != nil {
+		return 0
+	}
+	return binary.BigEndian.Uint64(r.buf[:8])
+}
+func (r *reader) bytes(limit uint32) []byte {
+	n := r.u32()
+	if r.err != nil {
+		return nil
+	}
+	if n > limit {
+		r.err = fmt.Errorf("%w: record of %d bytes exceeds %d", ErrBadSnapshot, n, limit)
+		return nil
+	}
+	b := make([]byte, n)
+	r.full(b)
+	return b
+}
+
+// readN reads n bytes without trusting n for the allocation up front.
+func (r *reader) readN(n uint64) []byte {
+	if r.err != nil {
+		return nil
+	}
+	var b bytes.Buffer
+	if _, err := io.CopyN(io.MultiWriter(&b, r.sum), r.r, int64(n)); err != nil {
+		r.err = fmt.Errorf("%w: truncated: %v", ErrBadSnapshot, err)
+		return nil
+	}
+	return b.Bytes()
+}
+
+func readSnapshot(src io.Reader) (*state, error) {
+	r := &reader{r: bufio.NewReaderSize(src, 1<<16), sum: sha256.New()}
+	magic := make([]byte, len(snapMagic))
+	r.full(magic)
+	if r.err == nil && !bytes.Equal(magic, snapMagic) {
+		return nil, fmt.Errorf("%w: unknown format %q", ErrBadSnapshot, magic)
+	}
+	st := newState()
+	st.applied = r.u64()
+	st.rejected = r.u64()
+	nrej := r.u32()
+	if nrej > maxSnapRejections {
+		return nil, fmt.Errorf("%w: %d rejections", ErrBadSnapshot, nrej)
+	}
+	for i := uint32(0); i < nrej && r.err == nil; i++ {
+		b := r.bytes(maxSnapRecord)
+		rej := &witnessv1.Rejection{}
+		if r.err == nil {
+			if err := proto.Unmarshal(b, rej); err != nil {
+				return nil, fmt.Errorf("%w: rejection %d: %v", ErrBadSnapshot, i, err)
+			}
+		}
+		st.rejections = append(st.rejections, rej)
+	}
+	ntables := r.u32()
+	if ntables > maxSnapTables {
+		return nil, fmt.Errorf("%w: %d tables", ErrBadSnapshot, ntables)
+	}
+	for i := uint32(0); i < ntables && r.err == nil; i++ {
+		t, err := readTable(r)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := st.tables[t.name]; dup {
+			return nil, fmt.Errorf("%w: table %q appears twice", ErrBadSnapshot, t.name)
+		}
+		st.tables[t.name] = t
+	}
+	end := make([]byte, len(snapEnd))
+	r.full(end)
+	if r.err != nil {
+		return nil, r.err
+	}
+	if !bytes.Equal(end, snapEnd) {
+		return nil, fmt.Errorf("%w: missing end marker", ErrBadSnapshot)
+	}
+	want := r.sum.Sum(nil)
+	got := make([]byte, len(want))
+	r.full(got)
+	if r.err != nil {
+		return nil, r.err
+	}
+	if !bytes.Equal(got, want) {
+		return nil, fmt.Errorf("%w: checksum mismatch", ErrBadSnapshot)
+	}
+	if _, err := r.r.ReadByte(); err != io.EOF {
+		return nil, fmt.Errorf("%w: trailing data after the end marker", ErrBadSnapshot)
+	}
+	return st, nil
+}
+
+func readTable(r *reader) (*table, error) {
+	t := &table{name: string(r.bytes(MaxTableName))}
+	t.mode = witnessv1.TableMode(r.u32())
+	t.buckets = r.u32()
+	t.hasLast = r.u8() == 1
+	t.last.CommitLSN = r.u64()
+	t.last.TxIndex = r.u32()
+	size := r.u64()
+	var root, chain [tlog.HashSize]byte
+	r.full(root[:])
+	r.full(chain[:])
+	if r.err != nil {
+		return nil, r.err
+	}
+	if size > (1<<63)/commitment.EntrySize {
+		return nil, fmt.Errorf("%w: table %q claims %d entries", ErrBadSnapshot, t.name, size)
+	}
+	t.entries = r.readN(size * commitment.EntrySize)
+	blobLen := r.u64()
+	if r.err == nil && blobLen != 4+4+8+size*tlog.HashSize+2*tlog.HashSize {
+		return nil, fmt.Errorf("%w: table %q: log of %d bytes for %d entries", ErrBadSnapshot, t.name, blobLen, size)
+	}
+	blob := r.readN(blobLen)
+	if r.err != nil {
+		return nil, r.err
+	}
+	if _, _, err := NormalizeRegister(&witnessv1.RegisterTableCommand{Table: t.name, Mode: t.mode, Buckets: t.buckets}); err != nil || t.mode == witnessv1.TableMode_TABLE_MODE_UNSPECIFIED {
+		return nil, fmt.Errorf("%w: table %q has invalid settings (mode %d, %d buckets)", ErrBadSnapshot, t.name, t.mode, t.buckets)
+	}
+	log, err := tlog.Unmarshal(blob)
+	if err != nil {
+		return nil, fmt.Errorf("%w: table %q: %v", ErrBadSnapshot, t.name, err)
+	}
+	t.log = log
+	st := log.State()
+	if st.Size != size || st.Root != root || st.ChainHead != chain {
+		return nil, fmt.Errorf("%w: table %q: log is at size %d root %x, snapshot records size %d root %x", ErrBadSnapshot, t.name, st.Size, st.Root, size, root)
+	}
+	var prev Position
+	for seq := uint64(0); seq < size; seq++ {
+		enc := t.entries[seq*commitment.EntrySize : (seq+1)*commitment.EntrySize]
+		e, err := commitment.DecodeEntry(enc)
+		if err != nil {
+			return nil, fmt.Errorf("%w: table %q entry %d: %v", ErrBadSnapshot, t.name, seq, err)
+		}
+		leaf, _ := log.LeafHash(seq)
+		if e.Seq != seq || e.LeafHash() != leaf {
+			return nil, fmt.Errorf("%w: table %q entry %d does not match its leaf in the log", ErrBadSnapshot, t.name, seq)
+		}
+		p := Position{CommitLSN: e.CommitLSN, TxIndex: e.TxIndex}
+		if seq > 0 && !p.After(prev) {
+			return nil, fmt.Errorf("%w: table %q entry %d is out of order", ErrBadSnapshot, t.name, seq)
+		}
+		prev = p
+	}
+	if size > 0 && (!t.hasLast || t.last != prev) {
+		return nil, fmt.Errorf("%w: table %q: recorded last position does not match its last entry", ErrBadSnapshot, t.name)
+	}
+	return t, nil
+}
