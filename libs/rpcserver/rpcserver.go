@@ -131,6 +131,16 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Close releases the listeners of a server that will not Run, for
+// example when a later start-up step fails. Run closes them itself.
+func (s *Server) Close() error {
+	err := s.ln.Close()
+	if s.adminLn != nil {
+		err = errors.Join(err, s.adminLn.Close())
+	}
+	return err
+}
+
 // Addr is the bound address of the main listener.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
