@@ -159,7 +159,8 @@ type Entry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// WAL position of the commit record of the transaction.
 	CommitLsn uint64 `protobuf:"varint,1,opt,name=commit_lsn,json=commitLsn,proto3" json:"commit_lsn,omitempty"`
-	// Position of this change within its transaction (0-based).
+	// Position of this change among the same table's changes in its
+	// transaction (0-based), so protecting another table never shifts it.
 	TxIndex uint32 `protobuf:"varint,2,opt,name=tx_index,json=txIndex,proto3" json:"tx_index,omitempty"`
 	Op      Op     `protobuf:"varint,3,opt,name=op,proto3,enum=witnz.witness.v1.Op" json:"op,omitempty"`
 	// HMAC(K_t, 0x01 || primary-key encoding); 32 bytes.

@@ -1,0 +1,431 @@
+// Package pipeline batches the entries of each protected table into Append
+// calls to the witness cluster, delivers alerts, and works out how far the
+// replication slot may be confirmed: never past an entry or alert the
+// witness quorum or the alert service has not acknowledged.
+//
+// Transactions arrive in commit order. Each one is tracked until its Commit
+// has been read and every entry and alert it produced is acknowledged. The
+// safe LSN is the end of the last transaction done in order (or a later
+// keepalive position), but never beyond the commit LSN of the oldest
+// transaction still in flight, so that PostgreSQL sends that transaction
+// again after a crash.
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
+	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
+)
+
+// Appender commits a batch of one table's entries to the witness quorum,
+// retrying until it succeeds or ctx ends.
+type Appender interface {
+	Append(ctx context.Context, table string, entries []*witnessv1.Entry) (*witnessv1.AppendResponse, error)
+}
+
+// AlertSender delivers alerts, retrying until it succeeds or ctx ends.
+type AlertSender interface {
+	Send(ctx context.Context, alerts []*alertv1.Alert) error
+}
+
+// Options configure a Pipeline.
+type Options struct {
+	// Tables are the protected tables ("schema.table").
+	Tables []string
+	// BatchMax is the most entries per Append.
+	BatchMax int
+	// BatchWait is the longest a batch waits to fill while a transaction
+	// is still being read; with no open transaction it is sent at once.
+	BatchWait time.Duration
+	// MaxPending bounds entries and alerts held in memory; HasRoom reports
+	// false beyond it. Zero means 8 × BatchMax.
+	MaxPending int
+	Appender   Appender
+	Alerts     AlertSender
+}
+
+// alertBatchMax bounds the alerts per IngestAlerts call.
+const alertBatchMax = 256
+
+type txn struct {
+	commitLSN   uint64
+	endLSN      uint64
+	commitTime  time.Time
+	outstanding int
+	committed   bool
+}
+
+type item struct {
+	entry *witnessv1.Entry
+	tx    *txn
+}
+
+type alertItem struct {
+	alert *alertv1.Alert
+	tx    *txn
+}
+
+type queue struct {
+	name      string
+	items     []item
+	since     time.Time // when items[0] was queued
+	committed uint64
+	wake      chan struct{}
+}
+
+// Pipeline is safe for concurrent use; the replication reader calls the
+// transaction methods from one goroutine.
+type Pipeline struct {
+	opts   Options
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu         sync.Mutex
+	queues     map[string]*queue
+	order      []*queue
+	alerts     []alertItem
+	alertWake  chan struct{}
+	txns       []*txn // transactions of this connection not yet done, commit order
+	cur        *txn   // transaction being read
+	recv       uint64
+	pending    int // entries and alerts queued or in flight
+	lastCommit time.Time
+	closing    bool
+
+	changed chan struct{}
+}
+
+// New starts the workers: one per table and one for alerts.
+func New(opts Options) *Pipeline {
+	if opts.MaxPending == 0 {
+		opts.MaxPending = 8 * opts.BatchMax
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Pipeline{
+		opts:      opts,
+		ctx:       ctx,
+		cancel:    cancel,
+		queues:    map[string]*queue{},
+		alertWake: make(chan struct{}, 1),
+		changed:   make(chan struct{}, 1),
+	}
+	for _, name := range opts.Tables {
+		q := &queue{name: name, wake: make(chan struct{}, 1)}
+		p.queues[name] = q
+		p.order = append(p.order, q)
+		p.wg.Add(1)
+		go p.tableWorker(q)
+	}
+	p.wg.Add(1)
+	go p.alertWorker()
+	return p
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Connected starts tracking a new replication connection. Transactions of
+// the previous connection that were not done are forgotten: PostgreSQL sends
+// them again from the slot, and their entries still in flight are simply
+// delivered twice (the witness skips replays). floor is a position known
+// to be safe, the slot's confirmed flush LSN.
+func (p *Pipeline) Connected(floor uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.recv = max(floor, p.safeLocked())
+	p.txns = nil
+	p.cur = nil
+	p.wakeQueuesLocked()
+}
+
+// BeginTx starts a transaction whose commit record is at commitLSN.
+func (p *Pipeline) BeginTx(commitLSN uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cur = &txn{commitLSN: commitLSN}
+	p.txns = append(p.txns, p.cur)
+}
+
+// Entry queues an entry of the current transaction for table.
+func (p *Pipeline) Entry(table string, e *witnessv1.Entry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	q := p.queues[table]
+	if len(q.items) == 0 {
+		q.since = time.Now()
+	}
+	q.items = append(q.items, item{entry: e, tx: p.cur})
+	p.cur.outstanding++
+	p.pending++
+	if n := len(q.items); n == 1 || n == p.opts.BatchMax {
+		signal(q.wake)
+	}
+}
+
+// Alert queues an alert raised by the current transaction; it is sent at
+// once, without waiting for the witness.
+func (p *Pipeline) Alert(a *alertv1.Alert) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.alerts = append(p.alerts, alertItem{alert: a, tx: p.cur})
+	p.cur.outstanding++
+	p.pending++
+	signal(p.alertWake)
+}
+
+// CommitTx ends the current transaction; endLSN is the end of its commit
+// record.
+func (p *Pipeline) CommitTx(endLSN uint64, commitTime time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cur.committed = true
+	p.cur.endLSN = endLSN
+	p.cur.commitTime = commitTime
+	p.cur = nil
+	p.advanceLocked()
+	p.wakeQueuesLocked()
+}
+
+// wakeQueuesLocked lets batches that were waiting for more of the current
+// transaction go.
+func (p *Pipeline) wakeQueuesLocked() {
+	for _, q := range p.order {
+		if len(q.items) > 0 {
+			signal(q.wake)
+		}
+	}
+}
+
+// Observe records a server position from a keepalive: every transaction
+// committed before it has been sent to us.
+func (p *Pipeline) Observe(walEnd uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.recv = max(p.recv, walEnd)
+}
+
+// SafeLSN is the position the slot may be confirmed at.
+func (p *Pipeline) SafeLSN() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.safeLocked()
+}
+
+func (p *Pipeline) safeLocked() uint64 {
+	s := p.recv
+	if len(p.txns) > 0 {
+		s = min(s, p.txns[0].commitLSN)
+	}
+	return s
+}
+
+// advanceLocked retires the transactions at the front that are done.
+func (p *Pipeline) advanceLocked() {
+	n := 0
+	for _, t := range p.txns {
+		if !t.committed || t.outstanding > 0 {
+			break
+		}
+		p.recv = max(p.recv, t.endLSN)
+		p.lastCommit = t.commitTime
+		n++
+	}
+	if n > 0 {
+		clear(p.txns[:n])
+		p.txns = p.txns[n:]
+	}
+}
+
+// HasRoom reports whether the reader may queue more; when it may not, it
+// waits on Changed.
+func (p *Pipeline) HasRoom() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pending < p.opts.MaxPending
+}
+
+// Pending counts entries and alerts not yet acknowledged.
+func (p *Pipeline) Pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pending
+}
+
+// Changed receives a value after acknowledgements: room was freed and the
+// safe LSN may have moved.
+func (p *Pipeline) Changed() <-chan struct{} { return p.changed }
+
+// TableStatus is what the pipeline knows about one table.
+type TableStatus struct {
+	Name string
+	// Committed counts entries the witness quorum acknowledged (replays it
+	// skipped are not counted).
+	Committed uint64
+}
+
+// Status reports per-table counts, the entries and alerts not yet
+// acknowledged, and the commit time of the last transaction fully done.
+func (p *Pipeline) Status() (tables []TableStatus, pending int, lastCommit time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, q := range p.order {
+		tables = append(tables, TableStatus{Name: q.name, Committed: q.committed})
+	}
+	return tables, p.pending, p.lastCommit
+}
+
+// Close delivers what is queued and stops the workers. When ctx ends
+// first, delivery is abandoned (the slot was not confirmed past it, so
+// PostgreSQL sends it again) and an error says how much was left.
+func (p *Pipeline) Close(ctx context.Context) error {
+	p.mu.Lock()
+	p.closing = true
+	for _, q := range p.order {
+		signal(q.wake)
+	}
+	signal(p.alertWake)
+	p.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	defer p.cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		p.cancel()
+		<-done
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return fmt.Errorf("%d entries and alerts were not acknowledged before the shutdown deadline; they will be read again from the slot", p.pending)
+	}
+}
+
+func (p *Pipeline) tableWorker(q *queue) {
+	defer p.wg.Done()
+	for {
+		batch, ok := p.nextBatch(q)
+		if !ok {
+			return
+		}
+		entries := make([]*witnessv1.Entry, len(batch))
+		for i, it := range batch {
+			entries[i] = it.entry
+		}
+		resp, err := p.opts.Appender.Append(p.ctx, q.name, entries)
+		if err != nil {
+			return // only when Close gave up
+		}
+		p.mu.Lock()
+		q.committed += uint64(len(batch)) - uint64(min(int(resp.GetDuplicates()), len(batch)))
+		p.pending -= len(batch)
+		for _, it := range batch {
+			it.tx.outstanding--
+		}
+		p.advanceLocked()
+		p.mu.Unlock()
+		signal(p.changed)
+	}
+}
+
+// nextBatch waits for a batch to send: BatchMax entries, or fewer when no
+// transaction is being read, BatchWait has passed, or the pipeline closes.
+func (p *Pipeline) nextBatch(q *queue) ([]item, bool) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		p.mu.Lock()
+		n := len(q.items)
+		var wait time.Duration
+		if n > 0 {
+			wait = p.opts.BatchWait - time.Since(q.since)
+			if n >= p.opts.BatchMax || p.closing || p.cur == nil || wait <= 0 {
+				take := min(n, p.opts.BatchMax)
+				batch := make([]item, take)
+				copy(batch, q.items)
+				rest := copy(q.items, q.items[take:])
+				clear(q.items[rest:])
+				q.items = q.items[:rest]
+				q.since = time.Now()
+				p.mu.Unlock()
+				return batch, true
+			}
+		} else if p.closing {
+			p.mu.Unlock()
+			return nil, false
+		}
+		p.mu.Unlock()
+
+		var timeout <-chan time.Time
+		if n > 0 {
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			timeout = timer.C
+		}
+		select {
+		case <-q.wake:
+		case <-timeout:
+		case <-p.ctx.Done():
+			return nil, false
+		}
+	}
+}
+
+func (p *Pipeline) alertWorker() {
+	defer p.wg.Done()
+	for {
+		p.mu.Lock()
+		n := min(len(p.alerts), alertBatchMax)
+		if n == 0 {
+			closing := p.closing
+			p.mu.Unlock()
+			if closing {
+				return
+			}
+			select {
+			case <-p.alertWake:
+				continue
+			case <-p.ctx.Done():
+				return
+			}
+		}
+		batch := make([]alertItem, n)
+		copy(batch, p.alerts)
+		rest := copy(p.alerts, p.alerts[n:])
+		clear(p.alerts[rest:])
+		p.alerts = p.alerts[:rest]
+		p.mu.Unlock()
+
+		msgs := make([]*alertv1.Alert, n)
+		for i, a := range batch {
+			msgs[i] = a.alert
+		}
+		if err := p.opts.Alerts.Send(p.ctx, msgs); err != nil {
+			return // only when Close gave up
+		}
+		p.mu.Lock()
+		p.pending -= n
+		for _, a := range batch {
+			a.tx.outstanding--
+		}
+		p.advanceLocked()
+		p.mu.Unlock()
+		signal(p.changed)
+	}
+}

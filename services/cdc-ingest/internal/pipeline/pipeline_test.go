@@ -1,0 +1,261 @@
+package pipeline
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
+	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
+)
+
+// gate is a fake witness and alert service: each call waits for a release
+// when gated, then records what it got.
+type gate struct {
+	release chan struct{} // nil: answer at once
+	calls   atomic.Int32  // calls started
+	mu      sync.Mutex
+	batches [][]*witnessv1.Entry
+	alerts  int
+}
+
+func (g *gate) wait(ctx context.Context) error {
+	g.calls.Add(1)
+	if g.release == nil {
+		return nil
+	}
+	select {
+	case <-g.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (g *gate) Append(ctx context.Context, _ string, entries []*witnessv1.Entry) (*witnessv1.AppendResponse, error) {
+	if err := g.wait(ctx); err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.batches = append(g.batches, entries)
+	return &witnessv1.AppendResponse{}, nil
+}
+
+func (g *gate) Send(ctx context.Context, alerts []*alertv1.Alert) error {
+	if err := g.wait(ctx); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.alerts += len(alerts)
+	return nil
+}
+
+func (g *gate) sizes() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []int
+	for _, b := range g.batches {
+		out = append(out, len(b))
+	}
+	return out
+}
+
+func newPipeline(t *testing.T, g *gate, batchMax int, batchWait time.Duration) *Pipeline {
+	t.Helper()
+	p := New(Options{Tables: []string{"public.t"}, BatchMax: batchMax, BatchWait: batchWait, Appender: g, Alerts: g})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		p.Close(ctx)
+	})
+	return p
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func waitSafe(t *testing.T, p *Pipeline, want uint64) {
+	t.Helper()
+	waitFor(t, "safe LSN", func() bool { return p.SafeLSN() == want })
+}
+
+func entry(lsn uint64, idx uint32) *witnessv1.Entry {
+	return &witnessv1.Entry{CommitLsn: lsn, TxIndex: idx, Op: witnessv1.Op_OP_INSERT}
+}
+
+func TestSafeLSNWaitsForAcknowledgements(t *testing.T) {
+	g := &gate{release: make(chan struct{})}
+	p := newPipeline(t, g, 10, time.Hour)
+	p.Connected(50)
+	if got := p.SafeLSN(); got != 50 {
+		t.Fatalf("safe = %d, want the slot's position 50", got)
+	}
+
+	p.BeginTx(100)
+	p.Entry("public.t", entry(100, 0))
+	p.CommitTx(110, time.Now())
+	p.Observe(105) // a keepalive past the pending commit
+	if got := p.SafeLSN(); got != 100 {
+		t.Fatalf("safe = %d with the transaction at 100 pending, want 100", got)
+	}
+	waitFor(t, "first batch in flight", func() bool { return g.calls.Load() == 1 })
+	p.BeginTx(200)
+	p.Entry("public.t", entry(200, 0))
+	p.CommitTx(210, time.Now())
+
+	g.release <- struct{}{} // the first batch is acknowledged
+	waitSafe(t, p, 110)
+	p.Observe(300)
+	if got := p.SafeLSN(); got != 200 {
+		t.Fatalf("safe = %d with the transaction at 200 pending, want 200", got)
+	}
+	g.release <- struct{}{}
+	waitSafe(t, p, 300)
+	if got := p.Pending(); got != 0 {
+		t.Errorf("pending = %d, want 0", got)
+	}
+	tables, _, last := p.Status()
+	if tables[0].Committed != 2 || last.IsZero() {
+		t.Errorf("status = %v, %v", tables, last)
+	}
+}
+
+func TestAlertsHoldTheSlot(t *testing.T) {
+	g := &gate{release: make(chan struct{})}
+	p := newPipeline(t, g, 10, time.Hour)
+	p.Connected(10)
+	p.BeginTx(100)
+	p.Alert(&alertv1.Alert{AlertId: "a"})
+	p.CommitTx(110, time.Now())
+	if got := p.SafeLSN(); got != 10 {
+		t.Fatalf("safe = %d before the alert was delivered, want 10", got)
+	}
+	g.release <- struct{}{}
+	waitSafe(t, p, 110)
+}
+
+func TestBatches(t *testing.T) {
+	g := &gate{}
+	p := newPipeline(t, g, 3, time.Hour)
+	p.Connected(0)
+	p.BeginTx(100)
+	for i := range 7 {
+		p.Entry("public.t", entry(100, uint32(i)))
+	}
+	// Full batches go while the transaction is still being read; the rest
+	// waits for its commit (BatchWait is an hour).
+	waitFor(t, "two full batches", func() bool { return len(g.sizes()) == 2 })
+	p.CommitTx(110, time.Now())
+	waitSafe(t, p, 110)
+	var idx []uint32
+	for _, b := range g.batches {
+		if len(b) > 3 {
+			t.Errorf("batch of %d entries, BatchMax is 3", len(b))
+		}
+		for _, e := range b {
+			idx = append(idx, e.TxIndex)
+		}
+	}
+	for i, v := range idx {
+		if v != uint32(i) {
+			t.Fatalf("entries sent in order %v", idx)
+		}
+	}
+}
+
+func TestBatchWait(t *testing.T) {
+	g := &gate{}
+	p := newPipeline(t, g, 100, 20*time.Millisecond)
+	p.Connected(0)
+	p.BeginTx(100)
+	p.Entry("public.t", entry(100, 0))
+	// The transaction stays open: BatchWait sends the partial batch.
+	waitFor(t, "partial batch", func() bool { return len(g.sizes()) == 1 })
+}
+
+func TestBackpressure(t *testing.T) {
+	g := &gate{release: make(chan struct{})}
+	p := New(Options{Tables: []string{"public.t"}, BatchMax: 1, MaxPending: 2, Appender: g, Alerts: g})
+	defer p.Close(context.Background())
+	p.Connected(0)
+	p.BeginTx(100)
+	p.Entry("public.t", entry(100, 0))
+	if !p.HasRoom() {
+		t.Fatal("no room after one entry")
+	}
+	p.Entry("public.t", entry(100, 1))
+	if p.HasRoom() {
+		t.Fatal("room beyond MaxPending")
+	}
+	g.release <- struct{}{}
+	<-p.Changed()
+	waitFor(t, "room", p.HasRoom)
+	p.CommitTx(110, time.Now())
+	g.release <- struct{}{}
+}
+
+func TestNewConnectionForgetsUnfinishedTransactions(t *testing.T) {
+	g := &gate{release: make(chan struct{})}
+	p := newPipeline(t, g, 10, time.Hour)
+	p.Connected(50)
+	p.BeginTx(100)
+	p.Entry("public.t", entry(100, 0))
+	p.Observe(150)
+	// The connection drops before COMMIT: the transaction comes again.
+	p.Connected(40)
+	if got := p.SafeLSN(); got != 100 {
+		t.Fatalf("safe = %d after reconnecting, want 100 (never past the unfinished transaction)", got)
+	}
+	// The abandoned entry is still delivered.
+	waitFor(t, "abandoned entry in flight", func() bool { return g.calls.Load() == 1 })
+	p.BeginTx(100)
+	p.Entry("public.t", entry(100, 0))
+	p.CommitTx(120, time.Now())
+	g.release <- struct{}{} // the first connection's entry
+	g.release <- struct{}{} // its replay
+	waitSafe(t, p, 120)
+}
+
+func TestCloseFlushes(t *testing.T) {
+	g := &gate{}
+	p := New(Options{Tables: []string{"public.t"}, BatchMax: 10, BatchWait: time.Hour, Appender: g, Alerts: g})
+	p.Connected(0)
+	p.BeginTx(100)
+	p.Entry("public.t", entry(100, 0))
+	p.Alert(&alertv1.Alert{})
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(g.sizes()) != 1 || g.alerts != 1 {
+		t.Errorf("batches %v, alerts %d after Close", g.sizes(), g.alerts)
+	}
+}
+
+func TestCloseGivesUp(t *testing.T) {
+	g := &gate{release: make(chan struct{})} // never released
+	p := New(Options{Tables: []string{"public.t"}, BatchMax: 10, Appender: g, Alerts: g})
+	p.Connected(0)
+	p.BeginTx(100)
+	p.Entry("public.t", entry(100, 0))
+	p.CommitTx(110, time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := p.Close(ctx); err == nil {
+		t.Fatal("Close reported success with an entry unacknowledged")
+	}
+	if got := p.SafeLSN(); got != 0 {
+		t.Errorf("safe = %d, want 0", got)
+	}
+}

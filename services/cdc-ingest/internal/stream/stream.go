@@ -1,0 +1,260 @@
+// Package stream runs cdc-ingest's replication loop: it reads pgoutput from
+// the slot, feeds the decoder and the pipeline, confirms the slot only as
+// far as the pipeline says is safe, answers keepalives, reconnects with
+// backoff when the connection drops, and on shutdown flushes what is
+// pending before the last confirmation.
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ingestv1 "github.com/witnz/witnz/libs/gen/witnz/ingest/v1"
+	"github.com/witnz/witnz/services/cdc-ingest/internal/backoff"
+	"github.com/witnz/witnz/services/cdc-ingest/internal/capture"
+	"github.com/witnz/witnz/services/cdc-ingest/internal/config"
+	"github.com/witnz/witnz/services/cdc-ingest/internal/pgsource"
+	"github.com/witnz/witnz/services/cdc-ingest/internal/pipeline"
+)
+
+// Defaults of Options.
+const (
+	DefaultStatusInterval = 10 * time.Second
+	DefaultFlushTimeout   = 10 * time.Second
+	// confirmDelay bounds how long a newly safe position waits before it is
+	// confirmed to PostgreSQL.
+	confirmDelay = 100 * time.Millisecond
+)
+
+// Options configure a Stream.
+type Options struct {
+	DSN         string
+	Slot        string
+	Publication string
+	Tables      []config.Table
+	DB          *pgsource.DB
+	Decoder     *capture.Decoder
+	Pipeline    *pipeline.Pipeline
+	Log         *slog.Logger
+	// StatusInterval is how often a standby status goes out even when the
+	// position did not move; PostgreSQL's wal_sender_timeout (60 s by
+	// default) must be well above it.
+	StatusInterval time.Duration
+	// FlushTimeout bounds the delivery of pending entries at shutdown.
+	FlushTimeout time.Duration
+}
+
+// Stream is the replication loop.
+type Stream struct {
+	opts      Options
+	retry     backoff.Policy
+	streaming atomic.Bool
+	confirmed atomic.Uint64 // last position sent to PostgreSQL
+}
+
+// New returns a stream; Run starts it.
+func New(opts Options) *Stream {
+	if opts.StatusInterval == 0 {
+		opts.StatusInterval = DefaultStatusInterval
+	}
+	if opts.FlushTimeout == 0 {
+		opts.FlushTimeout = DefaultFlushTimeout
+	}
+	return &Stream{opts: opts, retry: backoff.Default}
+}
+
+// Streaming reports whether the replication stream is connected.
+func (s *Stream) Streaming() bool { return s.streaming.Load() }
+
+// Run streams until ctx ends, reconnecting after failures, then flushes the
+// pipeline and sends the last confirmation. It returns nil after a clean
+// shutdown.
+func (s *Stream) Run(ctx context.Context) error {
+	for attempt := 0; ; {
+		started := time.Now()
+		repl, err := s.connect(ctx)
+		if ctx.Err() != nil {
+			return s.finish(repl)
+		}
+		if time.Since(started) > time.Minute {
+			attempt = 0
+		}
+		s.opts.Log.Warn("replication stream lost; reconnecting", "attempt", attempt+1, "error", err)
+		if s.retry.Wait(ctx, attempt) != nil {
+			return s.finish(nil)
+		}
+		attempt++
+	}
+}
+
+// finish flushes the pipeline (bounded by FlushTimeout), confirms what the
+// witness acknowledged, and closes the connection.
+func (s *Stream) finish(repl *pgsource.Repl) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.FlushTimeout)
+	defer cancel()
+	if err := s.opts.Pipeline.Close(ctx); err != nil {
+		s.opts.Log.Warn("shutdown before every entry was acknowledged", "error", err)
+	}
+	if repl == nil {
+		return nil
+	}
+	if safe := s.opts.Pipeline.SafeLSN(); safe > s.confirmed.Load() {
+		if err := repl.SendStatus(pglogrepl.LSN(safe)); err != nil {
+			s.opts.Log.Warn("last slot confirmation failed", "lsn", pglogrepl.LSN(safe).String(), "error", err)
+		} else {
+			s.confirmed.Store(safe)
+		}
+	}
+	if err := repl.Close(ctx); err != nil {
+		s.opts.Log.Debug("close replication connection", "error", err)
+	}
+	s.opts.Log.Info("replication stream closed", "confirmed_flush_lsn", pglogrepl.LSN(s.confirmed.Load()).String())
+	return nil
+}
+
+// connect runs one replication connection. When ctx ends it returns the
+// still-open connection for the last confirmation; on any failure it
+// closes the connection and returns the error.
+func (s *Stream) connect(ctx context.Context) (_ *pgsource.Repl, err error) {
+	repl, err := pgsource.ConnectReplication(ctx, s.opts.DSN)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			repl.Close(cctx)
+			cancel()
+		}
+	}()
+	slot, created, err := s.opts.DB.EnsureSlot(ctx, repl, s.opts.Slot)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		s.opts.Log.Warn("replication slot was missing and has been created again: changes made while it was gone are not logged", "slot", s.opts.Slot)
+	}
+	s.opts.Pipeline.Connected(uint64(slot.ConfirmedFlushLSN))
+	s.opts.Decoder.Reset()
+	if err := repl.Start(ctx, s.opts.Slot, s.opts.Publication, 0); err != nil {
+		return nil, err
+	}
+	s.streaming.Store(true)
+	defer s.streaming.Store(false)
+	s.opts.Log.Info("streaming", "slot", s.opts.Slot, "publication", s.opts.Publication, "from", slot.ConfirmedFlushLSN.String())
+
+	c := confirmer{s: s, repl: repl, sent: max(s.confirmed.Load(), uint64(slot.ConfirmedFlushLSN)), sentAt: time.Now()}
+	pipe := s.opts.Pipeline
+	for {
+		for !pipe.HasRoom() {
+			select {
+			case <-ctx.Done():
+				return repl, nil
+			case <-pipe.Changed():
+			case <-time.After(confirmDelay):
+			}
+			if err := c.maybe(false); err != nil {
+				return nil, err
+			}
+		}
+		rctx, cancel := context.WithDeadline(ctx, c.nextDeadline())
+		msg, err := repl.Receive(rctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return repl, nil
+		case errors.Is(err, pgsource.ErrTimeout):
+		case err != nil:
+			return nil, err
+		case msg.Keepalive != nil:
+			pipe.Observe(uint64(msg.Keepalive.ServerWALEnd))
+			if msg.Keepalive.ReplyRequested {
+				if err := c.maybe(true); err != nil {
+					return nil, err
+				}
+			}
+		case msg.XLogData != nil:
+			if err := s.opts.Decoder.Handle(ctx, msg.XLogData.WALStart, msg.XLogData.WALData); err != nil {
+				return nil, fmt.Errorf("decode WAL at %s: %w", msg.XLogData.WALStart, err)
+			}
+		}
+		if err := c.maybe(false); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// confirmer sends standby status updates: promptly when the safe position
+// moves, every StatusInterval regardless, and when PostgreSQL asks.
+type confirmer struct {
+	s      *Stream
+	repl   *pgsource.Repl
+	sent   uint64
+	sentAt time.Time
+}
+
+func (c *confirmer) maybe(force bool) error {
+	safe := c.s.opts.Pipeline.SafeLSN()
+	since := time.Since(c.sentAt)
+	if !force && since < c.s.opts.StatusInterval && (safe <= c.sent || since < confirmDelay) {
+		return nil
+	}
+	pos := max(safe, c.sent)
+	if err := c.repl.SendStatus(pglogrepl.LSN(pos)); err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	c.sent, c.sentAt = pos, time.Now()
+	c.s.confirmed.Store(pos)
+	return nil
+}
+
+// nextDeadline is when Receive should give up waiting so that a status
+// goes out on time: soon while entries are in flight, else at the next
+// periodic update.
+func (c *confirmer) nextDeadline() time.Time {
+	if c.s.opts.Pipeline.SafeLSN() > c.sent || c.s.opts.Pipeline.Pending() > 0 {
+		return time.Now().Add(confirmDelay)
+	}
+	return c.sentAt.Add(c.s.opts.StatusInterval)
+}
+
+// Status reports the pipeline's state for IngestService.GetStatus. PostgreSQL
+// positions are read from the server when it answers.
+func (s *Stream) Status(ctx context.Context) *ingestv1.GetStatusResponse {
+	resp := &ingestv1.GetStatusResponse{
+		SlotName:    s.opts.Slot,
+		Publication: s.opts.Publication,
+		Streaming:   s.Streaming(),
+	}
+	confirmed := pglogrepl.LSN(s.confirmed.Load())
+	if slot, err := s.opts.DB.Slot(ctx, s.opts.Slot); err == nil {
+		confirmed = slot.ConfirmedFlushLSN
+	}
+	resp.ConfirmedFlushLsn = confirmed.String()
+	if server, err := s.opts.DB.ServerLSN(ctx); err == nil {
+		resp.ServerLsn = server.String()
+		if server > confirmed {
+			resp.LagBytes = uint64(server - confirmed)
+		}
+	}
+	tables, pending, last := s.opts.Pipeline.Status()
+	committed := make(map[string]uint64, len(tables))
+	for _, t := range tables {
+		committed[t.Name] = t.Committed
+	}
+	for _, t := range s.opts.Tables {
+		resp.Tables = append(resp.Tables, &ingestv1.ProtectedTable{Name: t.String(), Mode: t.Mode, EntriesCommitted: committed[t.String()]})
+	}
+	resp.PendingEntries = uint64(pending)
+	if !last.IsZero() {
+		resp.LastCommitAt = timestamppb.New(last)
+	}
+	return resp
+}
