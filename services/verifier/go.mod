@@ -12,6 +12,7 @@ require (
 	github.com/witnz/witnz/libs/mtls v0.0.0
 	github.com/witnz/witnz/libs/pki v0.0.0
 	github.com/witnz/witnz/libs/rpcserver v0.0.0
+	github.com/witnz/witnz/libs/svcconfig v0.0.0
 	github.com/witnz/witnz/libs/testenv v0.0.0
 	google.golang.org/protobuf v1.36.12
 )
@@ -49,5 +50,6 @@ replace (
 	github.com/witnz/witnz/libs/mtls => ../../libs/mtls
 	github.com/witnz/witnz/libs/pki => ../../libs/pki
 	github.com/witnz/witnz/libs/rpcserver => ../../libs/rpcserver
+	github.com/witnz/witnz/libs/svcconfig => ../../libs/svcconfig
 	github.com/witnz/witnz/libs/testenv => ../../libs/testenv
 )

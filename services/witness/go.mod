@@ -14,6 +14,7 @@ require (
 	github.com/witnz/witnz/libs/mtls v0.0.0
 	github.com/witnz/witnz/libs/pki v0.0.0
 	github.com/witnz/witnz/libs/rpcserver v0.0.0
+	github.com/witnz/witnz/libs/svcconfig v0.0.0
 	github.com/witnz/witnz/libs/testenv v0.0.0
 	github.com/witnz/witnz/libs/tlog v0.0.0
 	go.etcd.io/bbolt v1.3.11
@@ -62,6 +63,7 @@ replace (
 	github.com/witnz/witnz/libs/mtls => ../../libs/mtls
 	github.com/witnz/witnz/libs/pki => ../../libs/pki
 	github.com/witnz/witnz/libs/rpcserver => ../../libs/rpcserver
+	github.com/witnz/witnz/libs/svcconfig => ../../libs/svcconfig
 	github.com/witnz/witnz/libs/testenv => ../../libs/testenv
 	github.com/witnz/witnz/libs/tlog => ../../libs/tlog
 )

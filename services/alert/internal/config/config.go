@@ -4,16 +4,14 @@ package config
 
 import (
 	"errors"
-	"flag"
 	"fmt"
-	"io"
-	"net"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/witnz/witnz/libs/logging"
 	"github.com/witnz/witnz/libs/mtls"
+	"github.com/witnz/witnz/libs/svcconfig"
 )
 
 // DefaultRedisChannel is the pub/sub channel stored alerts are published on.
@@ -37,37 +35,32 @@ type Config struct {
 	RedisChannel string
 }
 
+// DefaultListen is the address of the Alert API when --listen is not given.
+const DefaultListen = "127.0.0.1:7040"
+
+const usage = "usage: alert --pg-dsn DSN --redis-addr HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE [--listen HOST:PORT] [--admin-listen HOST:PORT] [--redis-channel NAME] [--log-level LEVEL] [--log-format json|text]"
+
+func (c *Config) common() svcconfig.Common {
+	return svcconfig.Common{
+		Listen: &c.Listen, AdminListen: &c.AdminListen, TLS: &c.TLS, Log: &c.Log,
+		DefaultListen: DefaultListen, Identity: "service/alert",
+	}
+}
+
 // Parse reads flags from args, falling back to environment variables read
 // through getenv for flags that are not given.
 func Parse(args []string, getenv func(string) string) (Config, error) {
 	var c Config
-	fs := flag.NewFlagSet("alert", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	str := func(p *string, name, env, def, usage string) {
-		v := getenv(env)
-		if v == "" {
-			v = def
+	fs := svcconfig.NewFlagSet("alert")
+	c.common().Register(fs, getenv)
+	svcconfig.StringVar(fs, getenv, &c.PGDSN, "pg-dsn", "WITNZ_PG_DSN", "", "PostgreSQL connection string of the alert service's own database")
+	svcconfig.StringVar(fs, getenv, &c.RedisAddr, "redis-addr", "WITNZ_REDIS_ADDR", "", "host:port of the Redis server alerts are published on")
+	svcconfig.StringVar(fs, getenv, &c.RedisChannel, "redis-channel", "WITNZ_REDIS_CHANNEL", DefaultRedisChannel, "Redis pub/sub channel for live alerts")
+	if err := svcconfig.Parse(fs, args); err != nil {
+		if errors.Is(err, svcconfig.ErrHelp) {
+			return Config{}, errors.New(usage)
 		}
-		fs.StringVar(p, name, v, usage+" (env "+env+")")
-	}
-	str(&c.Listen, "listen", "WITNZ_LISTEN", "127.0.0.1:7040", "host:port of the Connect/gRPC listener (mutual TLS)")
-	str(&c.AdminListen, "admin-listen", "WITNZ_ADMIN_LISTEN", "", "host:port of the plain-HTTP /healthz, /readyz, /metrics listener; empty = off")
-	str(&c.TLS.Cert, "tls-cert", "WITNZ_TLS_CERT", "", "PEM certificate of this service")
-	str(&c.TLS.Key, "tls-key", "WITNZ_TLS_KEY", "", "PEM private key of --tls-cert")
-	str(&c.TLS.CA, "tls-ca", "WITNZ_TLS_CA", "", "PEM CA bundle that signs peer certificates")
-	str(&c.Log.Level, "log-level", "WITNZ_LOG_LEVEL", "info", "debug, info, warn or error")
-	str(&c.Log.Format, "log-format", "WITNZ_LOG_FORMAT", "json", "json or text")
-	str(&c.PGDSN, "pg-dsn", "WITNZ_PG_DSN", "", "PostgreSQL connection string of the alert service's own database")
-	str(&c.RedisAddr, "redis-addr", "WITNZ_REDIS_ADDR", "", "host:port of the Redis server alerts are published on")
-	str(&c.RedisChannel, "redis-channel", "WITNZ_REDIS_CHANNEL", DefaultRedisChannel, "Redis pub/sub channel for live alerts")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return Config{}, errors.New("usage: alert --pg-dsn DSN --redis-addr HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE [--listen HOST:PORT] [--admin-listen HOST:PORT] [--redis-channel NAME] [--log-level LEVEL] [--log-format json|text]")
-		}
-		return Config{}, fmt.Errorf("%w (run with -h for the list of flags)", err)
-	}
-	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected argument %q: every setting is a --flag", fs.Arg(0))
+		return Config{}, err
 	}
 	return c, nil
 }
@@ -75,18 +68,7 @@ func Parse(args []string, getenv func(string) string) (Config, error) {
 // Validate checks the configuration; its errors name the flag at fault and
 // how to fix it.
 func (c Config) Validate() error {
-	if err := checkHostPort("--listen", c.Listen, false); err != nil {
-		return err
-	}
-	if c.AdminListen != "" {
-		if err := checkHostPort("--admin-listen", c.AdminListen, false); err != nil {
-			return err
-		}
-	}
-	if err := c.TLS.Validate(); err != nil {
-		return err
-	}
-	if err := c.Log.Validate(); err != nil {
+	if err := c.common().Validate(); err != nil {
 		return err
 	}
 	if c.PGDSN == "" {
@@ -98,19 +80,11 @@ func (c Config) Validate() error {
 	if c.RedisAddr == "" {
 		return errors.New("--redis-addr is required: host:port of the Redis server live alerts are published on, e.g. 127.0.0.1:6379")
 	}
-	if err := checkHostPort("--redis-addr", c.RedisAddr, true); err != nil {
+	if err := svcconfig.ValidateDialAddr("--redis-addr", c.RedisAddr, "127.0.0.1:6379"); err != nil {
 		return err
 	}
 	if strings.TrimSpace(c.RedisChannel) == "" {
 		return fmt.Errorf("--redis-channel must not be empty (the default is %s)", DefaultRedisChannel)
-	}
-	return nil
-}
-
-func checkHostPort(flagName, v string, needHost bool) error {
-	host, port, err := net.SplitHostPort(v)
-	if err != nil || port == "" || (needHost && host == "") {
-		return fmt.Errorf("%s %q is not host:port (e.g. 127.0.0.1:6379)", flagName, v)
 	}
 	return nil
 }

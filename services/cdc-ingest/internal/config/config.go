@@ -5,10 +5,7 @@ package config
 
 import (
 	"errors"
-	"flag"
 	"fmt"
-	"io"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,6 +16,7 @@ import (
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/libs/logging"
 	"github.com/witnz/witnz/libs/mtls"
+	"github.com/witnz/witnz/libs/svcconfig"
 )
 
 // Defaults.
@@ -76,80 +74,46 @@ type Config struct {
 	BatchWait time.Duration
 }
 
-// listFlag is a repeatable flag that also takes comma-separated values.
-// Its first Set replaces the value taken from the environment.
-type listFlag struct {
-	vals []string
-	set  bool
-}
-
-func (l *listFlag) String() string { return strings.Join(l.vals, ",") }
-
-func (l *listFlag) Set(s string) error {
-	if !l.set {
-		l.vals, l.set = nil, true
+func (c *Config) common() svcconfig.Common {
+	return svcconfig.Common{
+		Listen: &c.Listen, AdminListen: &c.AdminListen, TLS: &c.TLS, Log: &c.Log,
+		DefaultListen: DefaultListen, Identity: "service/cdc-ingest",
 	}
-	l.vals = append(l.vals, splitList(s)...)
-	return nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 // Parse reads args and the environment; flags win over environment
 // variables. It does not validate: call Validate.
 func Parse(args []string, getenv func(string) string) (Config, error) {
-	env := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
 	var c Config
-	fs := flag.NewFlagSet("cdc-ingest", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&c.Listen, "listen", env("WITNZ_LISTEN", DefaultListen), "host:port of the Connect/gRPC API (mutual TLS)")
-	fs.StringVar(&c.AdminListen, "admin-listen", env("WITNZ_ADMIN_LISTEN", ""), "host:port of the plain-HTTP /healthz, /readyz and /metrics listener (empty: off)")
-	fs.StringVar(&c.TLS.Cert, "tls-cert", env("WITNZ_TLS_CERT", ""), "PEM certificate of this service")
-	fs.StringVar(&c.TLS.Key, "tls-key", env("WITNZ_TLS_KEY", ""), "PEM private key of --tls-cert")
-	fs.StringVar(&c.TLS.CA, "tls-ca", env("WITNZ_TLS_CA", ""), "PEM CA bundle for peers")
-	fs.StringVar(&c.Log.Level, "log-level", env("WITNZ_LOG_LEVEL", "info"), "debug, info, warn or error")
-	fs.StringVar(&c.Log.Format, "log-format", env("WITNZ_LOG_FORMAT", "json"), "json or text")
-	fs.StringVar(&c.PGDSN, "pg-dsn", env("WITNZ_PG_DSN", ""), "PostgreSQL connection URL of the protected database")
-	fs.StringVar(&c.Slot, "slot", env("WITNZ_SLOT", DefaultSlot), "logical replication slot name")
-	fs.StringVar(&c.Publication, "publication", env("WITNZ_PUBLICATION", DefaultPublication), "publication name")
-	fs.StringVar(&c.KeyFile, "key-file", env("WITNZ_KEY_FILE", ""), "file holding the commitment key (else WITNZ_COMMIT_KEY)")
-	fs.StringVar(&c.Alert, "alert", env("WITNZ_ALERT", ""), "https://host:port of the alert service")
-	batchMax := fs.String("batch-max", env("WITNZ_BATCH_MAX", strconv.Itoa(DefaultBatchMax)), "entries per Append at most")
-	batchWait := fs.String("batch-wait", env("WITNZ_BATCH_WAIT", DefaultBatchWait.String()), "longest wait to fill a batch")
-	protect := &listFlag{vals: splitList(getenv("WITNZ_PROTECT"))}
-	fs.Var(protect, "protect", "SCHEMA.TABLE[:append-only|:mutable] to protect (repeatable)")
-	witness := &listFlag{vals: splitList(getenv("WITNZ_WITNESS"))}
-	fs.Var(witness, "witness", "https://host:port of a witness node (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return c, fmt.Errorf("%w (run with -h for the list of flags)", err)
+	fs := svcconfig.NewFlagSet("cdc-ingest")
+	c.common().Register(fs, getenv)
+	str := func(p *string, name, env, def, usage string) {
+		svcconfig.StringVar(fs, getenv, p, name, env, def, usage)
 	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q: cdc-ingest takes flags only", fs.Arg(0))
+	str(&c.PGDSN, "pg-dsn", "WITNZ_PG_DSN", "", "PostgreSQL connection URL of the protected database")
+	str(&c.Slot, "slot", "WITNZ_SLOT", DefaultSlot, "logical replication slot name")
+	str(&c.Publication, "publication", "WITNZ_PUBLICATION", DefaultPublication, "publication name")
+	str(&c.KeyFile, "key-file", "WITNZ_KEY_FILE", "", "file holding the commitment key (else WITNZ_COMMIT_KEY)")
+	str(&c.Alert, "alert", "WITNZ_ALERT", "", "https://host:port of the alert service")
+	var batchMax, batchWait string
+	str(&batchMax, "batch-max", "WITNZ_BATCH_MAX", strconv.Itoa(DefaultBatchMax), "entries per Append at most")
+	str(&batchWait, "batch-wait", "WITNZ_BATCH_WAIT", DefaultBatchWait.String(), "longest wait to fill a batch")
+	var protect []string
+	svcconfig.ListVar(fs, getenv, &protect, "protect", "WITNZ_PROTECT", "SCHEMA.TABLE[:append-only|:mutable] to protect")
+	svcconfig.ListVar(fs, getenv, &c.Witness, "witness", "WITNZ_WITNESS", "https://host:port of a witness node")
+	if err := svcconfig.Parse(fs, args); err != nil {
+		return c, err
 	}
 	c.KeyHex = getenv("WITNZ_COMMIT_KEY")
-	c.Witness = witness.vals
 
 	var err error
-	if c.BatchMax, err = strconv.Atoi(*batchMax); err != nil {
-		return c, fmt.Errorf("--batch-max %q is not a whole number: pass e.g. --batch-max %d", *batchMax, DefaultBatchMax)
+	if c.BatchMax, err = strconv.Atoi(batchMax); err != nil {
+		return c, fmt.Errorf("--batch-max %q is not a whole number: pass e.g. --batch-max %d", batchMax, DefaultBatchMax)
 	}
-	if c.BatchWait, err = time.ParseDuration(*batchWait); err != nil {
-		return c, fmt.Errorf("--batch-wait %q is not a duration: pass e.g. --batch-wait 10ms", *batchWait)
+	if c.BatchWait, err = time.ParseDuration(batchWait); err != nil {
+		return c, fmt.Errorf("--batch-wait %q is not a duration: pass e.g. --batch-wait 10ms", batchWait)
 	}
-	for _, p := range protect.vals {
+	for _, p := range protect {
 		t, err := ParseTable(p)
 		if err != nil {
 			return c, err
@@ -187,14 +151,8 @@ var slotRE = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 
 // Validate checks the configuration; each error names the flag and the fix.
 func (c Config) Validate() error {
-	if err := c.TLS.Validate(); err != nil {
+	if err := c.common().Validate(); err != nil {
 		return err
-	}
-	if err := c.Log.Validate(); err != nil {
-		return err
-	}
-	if c.Listen == "" {
-		return fmt.Errorf("--listen is required: the host:port of the API, e.g. --listen %s", DefaultListen)
 	}
 	if c.PGDSN == "" {
 		return errors.New("--pg-dsn is required: the connection URL of the protected database, e.g. --pg-dsn postgres://witnz@db:5432/app (or set WITNZ_PG_DSN)")
@@ -225,29 +183,21 @@ func (c Config) Validate() error {
 		return errors.New("--witness is required: the https://host:port API URL of every witness node (repeat the flag, or set WITNZ_WITNESS=https://w1:7400,https://w2:7400)")
 	}
 	for _, u := range c.Witness {
-		if err := checkURL(u); err != nil {
-			return fmt.Errorf("--witness %q: %v", u, err)
+		if !svcconfig.IsServiceURL(u) {
+			return fmt.Errorf("--witness %q: want https://host:port", u)
 		}
 	}
 	if c.Alert == "" {
 		return errors.New("--alert is required: the https://host:port URL of the alert service (or set WITNZ_ALERT)")
 	}
-	if err := checkURL(c.Alert); err != nil {
-		return fmt.Errorf("--alert %q: %v", c.Alert, err)
+	if !svcconfig.IsServiceURL(c.Alert) {
+		return fmt.Errorf("--alert %q: want https://host:port", c.Alert)
 	}
 	if c.BatchMax < 1 || c.BatchMax > MaxBatch {
 		return fmt.Errorf("--batch-max %d: want 1 to %d entries per Append (default %d)", c.BatchMax, MaxBatch, DefaultBatchMax)
 	}
 	if c.BatchWait < 0 || c.BatchWait > time.Second {
 		return fmt.Errorf("--batch-wait %s: want 0 to 1s (default %s)", c.BatchWait, DefaultBatchWait)
-	}
-	return nil
-}
-
-func checkURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") {
-		return errors.New("want https://host:port")
 	}
 	return nil
 }

@@ -4,15 +4,12 @@ package config
 
 import (
 	"errors"
-	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/url"
 	"strings"
 
 	"github.com/witnz/witnz/libs/logging"
 	"github.com/witnz/witnz/libs/mtls"
+	"github.com/witnz/witnz/libs/svcconfig"
 )
 
 // DefaultRedisChannel is the pub/sub channel the alert service publishes on.
@@ -40,73 +37,48 @@ type Config struct {
 	RedisChannel string
 }
 
+// DefaultListen is the address of the Gateway API when --listen is not given.
+const DefaultListen = "127.0.0.1:7050"
+
+const usage = "usage: gateway --alert URL --redis-addr HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE [--witness URL]... [--ingest URL] [--verifier URL] [--anchor URL] [--listen HOST:PORT] [--admin-listen HOST:PORT] [--redis-channel NAME] [--log-level LEVEL] [--log-format json|text]"
+
+func (c *Config) common() svcconfig.Common {
+	return svcconfig.Common{
+		Listen: &c.Listen, AdminListen: &c.AdminListen, TLS: &c.TLS, Log: &c.Log,
+		DefaultListen: DefaultListen, Identity: "service/gateway",
+	}
+}
+
 // Parse reads flags from args, falling back to environment variables read
 // through getenv for flags that are not given. Repeatable flags take a
 // comma-separated list from the environment.
 func Parse(args []string, getenv func(string) string) (Config, error) {
 	var c Config
-	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := svcconfig.NewFlagSet("gateway")
+	c.common().Register(fs, getenv)
 	str := func(p *string, name, env, def, usage string) {
-		v := getenv(env)
-		if v == "" {
-			v = def
-		}
-		fs.StringVar(p, name, v, usage+" (env "+env+")")
+		svcconfig.StringVar(fs, getenv, p, name, env, def, usage)
 	}
-	str(&c.Listen, "listen", "WITNZ_LISTEN", "127.0.0.1:7050", "host:port of the Connect/gRPC listener (mutual TLS)")
-	str(&c.AdminListen, "admin-listen", "WITNZ_ADMIN_LISTEN", "", "host:port of the plain-HTTP /healthz, /readyz, /metrics listener; empty = off")
-	str(&c.TLS.Cert, "tls-cert", "WITNZ_TLS_CERT", "", "PEM certificate of this service")
-	str(&c.TLS.Key, "tls-key", "WITNZ_TLS_KEY", "", "PEM private key of --tls-cert")
-	str(&c.TLS.CA, "tls-ca", "WITNZ_TLS_CA", "", "PEM CA bundle that signs peer certificates")
-	str(&c.Log.Level, "log-level", "WITNZ_LOG_LEVEL", "info", "debug, info, warn or error")
-	str(&c.Log.Format, "log-format", "WITNZ_LOG_FORMAT", "json", "json or text")
 	str(&c.Ingest, "ingest", "WITNZ_INGEST", "", "https://host:port of cdc-ingest")
 	str(&c.Alert, "alert", "WITNZ_ALERT", "", "https://host:port of the alert service")
 	str(&c.Verifier, "verifier", "WITNZ_VERIFIER", "", "https://host:port of the verifier")
 	str(&c.Anchor, "anchor", "WITNZ_ANCHOR", "", "https://host:port of the anchor service")
 	str(&c.RedisAddr, "redis-addr", "WITNZ_REDIS_ADDR", "", "host:port of the Redis server live alerts come from")
 	str(&c.RedisChannel, "redis-channel", "WITNZ_REDIS_CHANNEL", DefaultRedisChannel, "Redis pub/sub channel of live alerts")
-	var witnesses []string
-	fs.Func("witness", "https://host:port of a witness node's API; repeat for every node (env WITNZ_WITNESS, comma-separated)", func(v string) error {
-		witnesses = append(witnesses, v)
-		return nil
-	})
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return Config{}, errors.New("usage: gateway --alert URL --redis-addr HOST:PORT --tls-cert FILE --tls-key FILE --tls-ca FILE [--witness URL]... [--ingest URL] [--verifier URL] [--anchor URL] [--listen HOST:PORT] [--admin-listen HOST:PORT] [--redis-channel NAME] [--log-level LEVEL] [--log-format json|text]")
+	svcconfig.ListVar(fs, getenv, &c.Witnesses, "witness", "WITNZ_WITNESS", "https://host:port of a witness node's API; repeat for every node")
+	if err := svcconfig.Parse(fs, args); err != nil {
+		if errors.Is(err, svcconfig.ErrHelp) {
+			return Config{}, errors.New(usage)
 		}
-		return Config{}, fmt.Errorf("%w (run with -h for the list of flags)", err)
+		return Config{}, err
 	}
-	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected argument %q: every setting is a --flag", fs.Arg(0))
-	}
-	if witnesses == nil {
-		for v := range strings.SplitSeq(getenv("WITNZ_WITNESS"), ",") {
-			if v = strings.TrimSpace(v); v != "" {
-				witnesses = append(witnesses, v)
-			}
-		}
-	}
-	c.Witnesses = witnesses
 	return c, nil
 }
 
 // Validate checks the configuration; its errors name the flag at fault and
 // how to fix it.
 func (c Config) Validate() error {
-	if err := checkHostPort("--listen", c.Listen); err != nil {
-		return err
-	}
-	if c.AdminListen != "" {
-		if err := checkHostPort("--admin-listen", c.AdminListen); err != nil {
-			return err
-		}
-	}
-	if err := c.TLS.Validate(); err != nil {
-		return err
-	}
-	if err := c.Log.Validate(); err != nil {
+	if err := c.common().Validate(); err != nil {
 		return err
 	}
 	if c.Alert == "" {
@@ -135,8 +107,8 @@ func (c Config) Validate() error {
 	if c.RedisAddr == "" {
 		return errors.New("--redis-addr is required: host:port of the Redis server the alert service publishes on, e.g. 127.0.0.1:6379")
 	}
-	if h, _, err := net.SplitHostPort(c.RedisAddr); err != nil || h == "" {
-		return fmt.Errorf("--redis-addr %q is not host:port (e.g. 127.0.0.1:6379)", c.RedisAddr)
+	if err := svcconfig.ValidateDialAddr("--redis-addr", c.RedisAddr, "127.0.0.1:6379"); err != nil {
+		return err
 	}
 	if strings.TrimSpace(c.RedisChannel) == "" {
 		return fmt.Errorf("--redis-channel must not be empty (the default is %s)", DefaultRedisChannel)
@@ -146,16 +118,8 @@ func (c Config) Validate() error {
 
 // CheckURL checks that v is an https://host:port URL of a witnz service.
 func CheckURL(flagName, v string) error {
-	u, err := url.Parse(v)
-	if err != nil || u.Scheme != "https" || u.Hostname() == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+	if !svcconfig.IsServiceURL(v) {
 		return fmt.Errorf("%s %q is not https://host:port (witnz services speak mutual TLS; e.g. https://127.0.0.1:7010)", flagName, v)
-	}
-	return nil
-}
-
-func checkHostPort(flagName, v string) error {
-	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
-		return fmt.Errorf("%s %q is not host:port (e.g. 127.0.0.1:7050)", flagName, v)
 	}
 	return nil
 }

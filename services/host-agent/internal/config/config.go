@@ -6,15 +6,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/url"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/witnz/witnz/libs/logging"
 	"github.com/witnz/witnz/libs/mtls"
+	"github.com/witnz/witnz/libs/svcconfig"
 )
 
 // Config is everything the host agent is started with.
@@ -35,26 +32,19 @@ type Config struct {
 
 // ErrHelp is returned by Parse when -h or --help was given; Usage has the
 // text to show.
-var ErrHelp = flag.ErrHelp
+var ErrHelp = svcconfig.ErrHelp
+
+// common has no --listen: the agent serves no API.
+func (c *Config) common() svcconfig.Common {
+	return svcconfig.Common{AdminListen: &c.AdminListen, TLS: &c.TLS, Log: &c.Log, Identity: "agent/<hostname>"}
+}
 
 func flagSet(c *Config, getenv func(string) string) *flag.FlagSet {
-	env := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
-	fs := flag.NewFlagSet("host-agent", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&c.Alert, "alert", env("WITNZ_ALERT", ""), "https://host:port URL of the alert service (env WITNZ_ALERT)")
-	fs.StringVar(&c.DataDir, "data-dir", env("WITNZ_DATA_DIR", ""), "directory for the agent's state; created if missing (env WITNZ_DATA_DIR)")
-	fs.StringVar(&c.Hostname, "hostname", env("WITNZ_HOSTNAME", ""), "name of this host, as in the certificate identity agent/<hostname>; default: the system host name (env WITNZ_HOSTNAME)")
-	fs.StringVar(&c.AdminListen, "admin-listen", env("WITNZ_ADMIN_LISTEN", ""), "host:port of plain-HTTP /healthz, /readyz, /metrics; empty = off (env WITNZ_ADMIN_LISTEN)")
-	fs.StringVar(&c.TLS.Cert, "tls-cert", env("WITNZ_TLS_CERT", ""), "PEM certificate with identity spiffe://witnz/agent/<hostname> (env WITNZ_TLS_CERT)")
-	fs.StringVar(&c.TLS.Key, "tls-key", env("WITNZ_TLS_KEY", ""), "PEM private key of --tls-cert (env WITNZ_TLS_KEY)")
-	fs.StringVar(&c.TLS.CA, "tls-ca", env("WITNZ_TLS_CA", ""), "PEM CA bundle that signs the alert service's certificate (env WITNZ_TLS_CA)")
-	fs.StringVar(&c.Log.Level, "log-level", env("WITNZ_LOG_LEVEL", "info"), "debug, info, warn or error (env WITNZ_LOG_LEVEL)")
-	fs.StringVar(&c.Log.Format, "log-format", env("WITNZ_LOG_FORMAT", "json"), "json or text (env WITNZ_LOG_FORMAT)")
+	fs := svcconfig.NewFlagSet("host-agent")
+	svcconfig.StringVar(fs, getenv, &c.Alert, "alert", "WITNZ_ALERT", "", "https://host:port URL of the alert service")
+	svcconfig.StringVar(fs, getenv, &c.DataDir, "data-dir", "WITNZ_DATA_DIR", "", "directory for the agent's state; created if missing")
+	svcconfig.StringVar(fs, getenv, &c.Hostname, "hostname", "WITNZ_HOSTNAME", "", "name of this host, as in the certificate identity agent/<hostname>; default: the system host name")
+	c.common().Register(fs, getenv)
 	return fs
 }
 
@@ -62,15 +52,8 @@ func flagSet(c *Config, getenv func(string) string) *flag.FlagSet {
 // --hostname becomes the system host name.
 func Parse(args []string, getenv func(string) string) (Config, error) {
 	var c Config
-	fs := flagSet(&c, getenv)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return Config{}, ErrHelp
-		}
-		return Config{}, fmt.Errorf("%w (see host-agent -h)", err)
-	}
-	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected argument %q: the host agent takes only flags (see host-agent -h)", fs.Arg(0))
+	if err := svcconfig.Parse(flagSet(&c, getenv), args); err != nil {
+		return Config{}, err
 	}
 	if c.Hostname == "" {
 		h, err := os.Hostname()
@@ -84,13 +67,8 @@ func Parse(args []string, getenv func(string) string) (Config, error) {
 
 // Usage describes every flag.
 func Usage() string {
-	var c Config
-	fs := flagSet(&c, func(string) string { return "" })
-	var b strings.Builder
-	b.WriteString("Usage: host-agent [flags]\n\nRegisters this host with the witnz alert service and keeps an event stream to it.\n\nFlags:\n")
-	fs.SetOutput(&b)
-	fs.PrintDefaults()
-	return b.String()
+	return svcconfig.Usage(flagSet(&Config{}, func(string) string { return "" }),
+		"Usage: host-agent [flags]\n\nRegisters this host with the witnz alert service and keeps an event stream to it.\n\nFlags:\n")
 }
 
 // Validate checks the configuration; each message names the flag at fault
@@ -99,9 +77,8 @@ func (c Config) Validate() error {
 	if c.Alert == "" {
 		return errors.New("--alert is required (or WITNZ_ALERT): the https://host:port URL of the alert service, e.g. https://127.0.0.1:7020")
 	}
-	u, err := url.Parse(c.Alert)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return fmt.Errorf("--alert %q is not an https://host:port URL (e.g. https://127.0.0.1:7020)", c.Alert)
+	if err := svcconfig.ValidateURL("--alert", c.Alert); err != nil {
+		return err
 	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir is required (or WITNZ_DATA_DIR): the directory for the agent's state, e.g. /var/lib/witnz/host-agent")
@@ -109,17 +86,5 @@ func (c Config) Validate() error {
 	if c.Hostname == "" || strings.ContainsAny(c.Hostname, "/ \t\n") {
 		return fmt.Errorf("--hostname %q is not a host name: use the name in this host's certificate identity agent/<hostname>", c.Hostname)
 	}
-	if c.AdminListen != "" {
-		_, port, err := net.SplitHostPort(c.AdminListen)
-		if err == nil {
-			_, err = strconv.ParseUint(port, 10, 16)
-		}
-		if err != nil {
-			return fmt.Errorf("--admin-listen %q is not host:port (e.g. 127.0.0.1:9090)", c.AdminListen)
-		}
-	}
-	if err := c.TLS.Validate(); err != nil {
-		return err
-	}
-	return c.Log.Validate()
+	return c.common().Validate()
 }

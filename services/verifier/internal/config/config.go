@@ -6,16 +6,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/url"
-	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/witnz/witnz/libs/logging"
 	"github.com/witnz/witnz/libs/mtls"
+	"github.com/witnz/witnz/libs/svcconfig"
 )
 
 // DefaultListen is the address of the Verifier API when --listen is not given.
@@ -43,66 +39,29 @@ type Config struct {
 
 // ErrHelp is returned by Parse when -h or --help was given; Usage has the
 // text to show.
-var ErrHelp = flag.ErrHelp
+var ErrHelp = svcconfig.ErrHelp
 
-type stringList []string
-
-func (l *stringList) String() string { return strings.Join(*l, ",") }
-
-func (l *stringList) Set(v string) error {
-	*l = append(*l, v)
-	return nil
+func (c *Config) common() svcconfig.Common {
+	return svcconfig.Common{
+		Listen: &c.Listen, AdminListen: &c.AdminListen, TLS: &c.TLS, Log: &c.Log,
+		DefaultListen: DefaultListen, Identity: "service/verifier",
+	}
 }
 
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func flagSet(c *Config, getenv func(string) string, witnesses *stringList) *flag.FlagSet {
-	env := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
-	fs := flag.NewFlagSet("verifier", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&c.Listen, "listen", env("WITNZ_LISTEN", DefaultListen), "host:port of the Verifier API, mutual TLS (env WITNZ_LISTEN)")
-	fs.StringVar(&c.AdminListen, "admin-listen", env("WITNZ_ADMIN_LISTEN", ""), "host:port of plain-HTTP /healthz, /readyz, /metrics; empty = off (env WITNZ_ADMIN_LISTEN)")
-	fs.StringVar(&c.TLS.Cert, "tls-cert", env("WITNZ_TLS_CERT", ""), "PEM certificate with identity spiffe://witnz/service/verifier (env WITNZ_TLS_CERT)")
-	fs.StringVar(&c.TLS.Key, "tls-key", env("WITNZ_TLS_KEY", ""), "PEM private key of --tls-cert (env WITNZ_TLS_KEY)")
-	fs.StringVar(&c.TLS.CA, "tls-ca", env("WITNZ_TLS_CA", ""), "PEM CA bundle that signs peer certificates (env WITNZ_TLS_CA)")
-	fs.StringVar(&c.Log.Level, "log-level", env("WITNZ_LOG_LEVEL", "info"), "debug, info, warn or error (env WITNZ_LOG_LEVEL)")
-	fs.StringVar(&c.Log.Format, "log-format", env("WITNZ_LOG_FORMAT", "json"), "json or text (env WITNZ_LOG_FORMAT)")
-	fs.StringVar(&c.PGDSN, "pg-dsn", env("WITNZ_PG_DSN", ""), "PostgreSQL URL of the protected database, read-only role (env WITNZ_PG_DSN)")
-	fs.Var(witnesses, "witness", "https://host:port API URL of a witness node; repeat for each (env WITNZ_WITNESS, comma-separated)")
-	fs.StringVar(&c.KeyFile, "key-file", env("WITNZ_KEY_FILE", ""), "file holding the commitment key K (env WITNZ_KEY_FILE; or the key itself in WITNZ_COMMIT_KEY)")
+func flagSet(c *Config, getenv func(string) string) *flag.FlagSet {
+	fs := svcconfig.NewFlagSet("verifier")
+	c.common().Register(fs, getenv)
+	svcconfig.StringVar(fs, getenv, &c.PGDSN, "pg-dsn", "WITNZ_PG_DSN", "", "PostgreSQL URL of the protected database, read-only role")
+	svcconfig.ListVar(fs, getenv, &c.Witnesses, "witness", "WITNZ_WITNESS", "https://host:port API URL of a witness node")
+	svcconfig.StringVar(fs, getenv, &c.KeyFile, "key-file", "WITNZ_KEY_FILE", "", "file holding the commitment key K (or the key itself in WITNZ_COMMIT_KEY)")
 	return fs
 }
 
 // Parse reads args (without the program name) and the environment.
 func Parse(args []string, getenv func(string) string) (Config, error) {
 	var c Config
-	var witnesses stringList
-	fs := flagSet(&c, getenv, &witnesses)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return Config{}, ErrHelp
-		}
-		return Config{}, fmt.Errorf("%w (see verifier -h)", err)
-	}
-	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected argument %q: the verifier takes only flags (see verifier -h)", fs.Arg(0))
-	}
-	c.Witnesses = witnesses
-	if len(c.Witnesses) == 0 {
-		c.Witnesses = splitList(getenv("WITNZ_WITNESS"))
+	if err := svcconfig.Parse(flagSet(&c, getenv), args); err != nil {
+		return Config{}, err
 	}
 	c.KeyHex = getenv("WITNZ_COMMIT_KEY")
 	return c, nil
@@ -110,31 +69,14 @@ func Parse(args []string, getenv func(string) string) (Config, error) {
 
 // Usage describes every flag.
 func Usage() string {
-	var c Config
-	var l stringList
-	fs := flagSet(&c, func(string) string { return "" }, &l)
-	var b strings.Builder
-	b.WriteString("Usage: verifier [flags]\n\nVerifies live PostgreSQL tables against the witness cluster.\n\nFlags:\n")
-	fs.SetOutput(&b)
-	fs.PrintDefaults()
-	return b.String()
+	return svcconfig.Usage(flagSet(&Config{}, func(string) string { return "" }),
+		"Usage: verifier [flags]\n\nVerifies live PostgreSQL tables against the witness cluster.\n\nFlags:\n")
 }
 
 // Validate checks the configuration; each message names the flag at fault
 // and how to fix it.
 func (c Config) Validate() error {
-	if err := ValidateHostPort("--listen", c.Listen); err != nil {
-		return err
-	}
-	if c.AdminListen != "" {
-		if err := ValidateHostPort("--admin-listen", c.AdminListen); err != nil {
-			return err
-		}
-	}
-	if err := c.TLS.Validate(); err != nil {
-		return err
-	}
-	if err := c.Log.Validate(); err != nil {
+	if err := c.common().Validate(); err != nil {
 		return err
 	}
 	if c.PGDSN == "" {
@@ -146,34 +88,5 @@ func (c Config) Validate() error {
 	if len(c.Witnesses) == 0 {
 		return errors.New("--witness is required (repeat it, or WITNZ_WITNESS comma-separated): the https://host:port API URL of every witness node")
 	}
-	for _, w := range c.Witnesses {
-		if err := ValidateURL("--witness", w); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// ValidateHostPort checks that addr is host:port with a numeric port.
-func ValidateHostPort(flagName, addr string) error {
-	if addr == "" {
-		return fmt.Errorf("%s is required: a host:port to listen on, e.g. 127.0.0.1:7030", flagName)
-	}
-	_, port, err := net.SplitHostPort(addr)
-	if err == nil {
-		_, err = strconv.ParseUint(port, 10, 16)
-	}
-	if err != nil {
-		return fmt.Errorf("%s %q is not host:port (e.g. 127.0.0.1:7030 or :7030)", flagName, addr)
-	}
-	return nil
-}
-
-// ValidateURL checks that raw is an https://host:port URL without a path.
-func ValidateURL(flagName, raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return fmt.Errorf("%s %q is not an https://host:port URL (e.g. https://127.0.0.1:7000)", flagName, raw)
-	}
-	return nil
+	return svcconfig.ValidateURLs("--witness", c.Witnesses)
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"regexp"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/witnz/witnz/libs/logging"
 	"github.com/witnz/witnz/libs/mtls"
+	"github.com/witnz/witnz/libs/svcconfig"
 )
 
 // Defaults of the listeners and of the identity allowed to append.
@@ -26,7 +26,7 @@ const (
 )
 
 // ErrHelp is returned by Parse for -h and --help.
-var ErrHelp = errors.New("help requested")
+var ErrHelp = svcconfig.ErrHelp
 
 // Peer is one voter of the cluster as the --peer flag names it.
 type Peer struct {
@@ -86,22 +86,6 @@ type Config struct {
 	Raft RaftTuning
 }
 
-// peerList is the repeatable --peer flag.
-type peerList struct {
-	raw []string
-	set bool
-}
-
-func (p *peerList) String() string { return strings.Join(p.raw, ";") }
-
-func (p *peerList) Set(v string) error {
-	if !p.set {
-		p.raw, p.set = nil, true // the first --peer replaces WITNZ_PEERS
-	}
-	p.raw = append(p.raw, v)
-	return nil
-}
-
 const usage = `usage: witness --node-id ID --data-dir DIR --peer ID=RAFT_ADDR,API_ADDR [--peer ...] --tls-cert FILE --tls-key FILE --tls-ca FILE
                [--listen HOST:PORT] [--raft-listen HOST:PORT] [--raft-advertise HOST:PORT] [--api-advertise https://HOST:PORT]
                [--bootstrap] [--ingest-identity NAME] [--admin-listen HOST:PORT] [--log-level LEVEL] [--log-format json|text]
@@ -109,31 +93,22 @@ const usage = `usage: witness --node-id ID --data-dir DIR --peer ID=RAFT_ADDR,AP
 
 // Usage describes the flags.
 func Usage() string {
-	var b strings.Builder
-	b.WriteString(usage)
-	fs := newFlagSet(&Config{}, &peerList{}, new(string), func(string) string { return "" })
-	fs.SetOutput(&b)
-	fs.PrintDefaults()
-	return b.String()
+	return svcconfig.Usage(newFlagSet(&Config{}, new([]string), new(string), func(string) string { return "" }), usage)
 }
 
-func newFlagSet(c *Config, peers *peerList, bootstrap *string, getenv func(string) string) *flag.FlagSet {
-	fs := flag.NewFlagSet("witness", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	str := func(p *string, name, env, def, help string) {
-		v := getenv(env)
-		if v == "" {
-			v = def
-		}
-		fs.StringVar(p, name, v, help+" (env "+env+")")
+func (c *Config) common() svcconfig.Common {
+	return svcconfig.Common{
+		Listen: &c.Listen, AdminListen: &c.AdminListen, TLS: &c.TLS, Log: &c.Log,
+		DefaultListen: DefaultListen, Identity: "witness/<node-id>",
 	}
-	str(&c.Listen, "listen", "WITNZ_LISTEN", DefaultListen, "host:port of the Connect/gRPC API listener (mutual TLS)")
-	str(&c.AdminListen, "admin-listen", "WITNZ_ADMIN_LISTEN", "", "host:port of the plain-HTTP /healthz, /readyz, /metrics listener; empty = off")
-	str(&c.TLS.Cert, "tls-cert", "WITNZ_TLS_CERT", "", "PEM certificate of this node (identity witness/<node-id>)")
-	str(&c.TLS.Key, "tls-key", "WITNZ_TLS_KEY", "", "PEM private key of --tls-cert")
-	str(&c.TLS.CA, "tls-ca", "WITNZ_TLS_CA", "", "PEM CA bundle that signs peer certificates")
-	str(&c.Log.Level, "log-level", "WITNZ_LOG_LEVEL", "info", "debug, info, warn or error")
-	str(&c.Log.Format, "log-format", "WITNZ_LOG_FORMAT", "json", "json or text")
+}
+
+func newFlagSet(c *Config, peers *[]string, bootstrap *string, getenv func(string) string) *flag.FlagSet {
+	fs := svcconfig.NewFlagSet("witness")
+	c.common().Register(fs, getenv)
+	str := func(p *string, name, env, def, help string) {
+		svcconfig.StringVar(fs, getenv, p, name, env, def, help)
+	}
 	str(&c.NodeID, "node-id", "WITNZ_NODE_ID", "", "id of this node, e.g. w1; its certificate must be witness/<id>")
 	str(&c.DataDir, "data-dir", "WITNZ_DATA_DIR", "", "directory of the Raft log, stable store and snapshots")
 	str(&c.RaftListen, "raft-listen", "WITNZ_RAFT_LISTEN", DefaultRaftListen, "host:port the Raft transport (mutual TLS) listens on")
@@ -141,14 +116,8 @@ func newFlagSet(c *Config, peers *peerList, bootstrap *string, getenv func(strin
 	str(&c.APIAdvertise, "api-advertise", "WITNZ_API_ADVERTISE", "", "https://host:port clients reach this node's API on (default --listen)")
 	str(&c.IngestIdentity, "ingest-identity", "WITNZ_INGEST_IDENTITY", DefaultIngestIdentity, "service name allowed to Append and RegisterTable (spiffe://witnz/service/<name>)")
 	str(bootstrap, "bootstrap", "WITNZ_BOOTSTRAP", "false", "bootstrap the cluster from the --peer list if this node has no Raft state yet")
-	if env := getenv("WITNZ_PEERS"); env != "" {
-		for _, p := range strings.Split(env, ";") {
-			if p = strings.TrimSpace(p); p != "" {
-				peers.raw = append(peers.raw, p)
-			}
-		}
-	}
-	fs.Var(peers, "peer", "ID=RAFT_ADDR,API_ADDR of a voter, repeated for every voter including this node (env WITNZ_PEERS as ID=RAFT,API;ID=RAFT,API)")
+	// The first --peer replaces WITNZ_PEERS.
+	svcconfig.ListVarSep(fs, getenv, peers, "peer", "WITNZ_PEERS", ";", "ID=RAFT_ADDR,API_ADDR of a voter, repeated for every voter including this node (env WITNZ_PEERS as ID=RAFT,API;ID=RAFT,API)")
 	// --bootstrap is a boolean flag that also accepts --bootstrap=false.
 	fs.Lookup("bootstrap").Value = boolString{bootstrap}
 	return fs
@@ -172,17 +141,10 @@ func (b boolString) IsBoolFlag() bool   { return true }
 // depend on other flags, and validates the result.
 func Parse(args []string, getenv func(string) string) (Config, error) {
 	var c Config
-	var peers peerList
+	var peers []string
 	var bootstrap string
-	fs := newFlagSet(&c, &peers, &bootstrap, getenv)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return Config{}, ErrHelp
-		}
-		return Config{}, fmt.Errorf("%w (run with -h for the list of flags)", err)
-	}
-	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected argument %q: every setting is a --flag", fs.Arg(0))
+	if err := svcconfig.Parse(newFlagSet(&c, &peers, &bootstrap, getenv), args); err != nil {
+		return Config{}, err
 	}
 	var err error
 	c.Bootstrap, err = strconv.ParseBool(bootstrap)
@@ -198,7 +160,7 @@ func Parse(args []string, getenv func(string) string) (Config, error) {
 	if u, err := NormalizeAPIAddr(c.APIAdvertise); err == nil {
 		c.APIAdvertise = u
 	}
-	for _, raw := range peers.raw {
+	for _, raw := range peers {
 		p, err := parsePeer(raw)
 		if err != nil {
 			return Config{}, err
@@ -273,17 +235,6 @@ func checkAdvertised(what, v string) error {
 	return nil
 }
 
-func checkListen(flagName, v string) error {
-	_, port, err := net.SplitHostPort(v)
-	if err != nil || port == "" {
-		return fmt.Errorf("%s %q is not host:port (e.g. 127.0.0.1:7010)", flagName, v)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("%s %q has no valid port (0-65535)", flagName, v)
-	}
-	return nil
-}
-
 // Validate checks the configuration; its errors name the flag at fault and
 // how to fix it.
 func (c Config) Validate() error {
@@ -296,15 +247,10 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("--data-dir is required: the directory that holds this node's Raft log and snapshots (e.g. /var/lib/witnz/w1)")
 	}
-	if err := checkListen("--listen", c.Listen); err != nil {
+	if err := c.common().Validate(); err != nil {
 		return err
 	}
-	if c.AdminListen != "" {
-		if err := checkListen("--admin-listen", c.AdminListen); err != nil {
-			return err
-		}
-	}
-	if err := checkListen("--raft-listen", c.RaftListen); err != nil {
+	if err := svcconfig.ValidateListenAddr("--raft-listen", c.RaftListen, DefaultRaftListen); err != nil {
 		return err
 	}
 	if err := checkAdvertised("--raft-advertise", c.RaftAdvertise); err != nil {
@@ -313,12 +259,6 @@ func (c Config) Validate() error {
 	api, err := NormalizeAPIAddr(c.APIAdvertise)
 	if err != nil {
 		return fmt.Errorf("--api-advertise %w (set --api-advertise to the URL clients reach, e.g. https://10.0.0.1:7010)", err)
-	}
-	if err := c.TLS.Validate(); err != nil {
-		return err
-	}
-	if err := c.Log.Validate(); err != nil {
-		return err
 	}
 	if c.IngestIdentity == "" || strings.Contains(c.IngestIdentity, "/") {
 		return fmt.Errorf("--ingest-identity %q must be a service name such as %s (the identity spiffe://witnz/service/<name>)", c.IngestIdentity, DefaultIngestIdentity)
