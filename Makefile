@@ -11,7 +11,7 @@ SERVICES := $(patsubst services/%,%,$(filter services/%,$(MODULES)))
 
 GEN_STALE := generated code is stale: run make generate and commit
 
-.PHONY: help deps tools generate generate-check build gomod-check fmt-check test up down clean-stack clean
+.PHONY: help deps tools generate generate-check build gomod-check fmt-check deploy-check test up down clean-stack clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ test: deps ## go test -race over every module, with a per-module summary
 	echo; echo "== test summary"; printf '%s\n' "$${summary[@]}"; \
 	echo "total $$((SECONDS - start))s"; \
 	if (( $${#failed[@]} )); then echo "failed: $${failed[*]}" >&2; exit 1; fi
+
+deploy-check: ## deploy/ renders (kustomize), parses (compose, systemd, Tiltfile) and passes only flags the services accept
+	cd deploy/check && GOWORK=off go test -count=1 ./...
 
 up: deps build ## start the local stack in .witnz/ (foreground; Ctrl-C stops it)
 	bin/witnz up
