@@ -6,6 +6,9 @@ require (
 	connectrpc.com/connect v1.21.1
 	github.com/google/go-cmp v0.7.0
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/witnz/witnz/libs/checkpoint v0.0.0
+	github.com/witnz/witnz/libs/commitment v0.0.0
+	github.com/witnz/witnz/libs/evidence v0.0.0
 	github.com/witnz/witnz/libs/gen v0.0.0
 	github.com/witnz/witnz/libs/mtls v0.0.0
 	github.com/witnz/witnz/libs/pki v0.0.0
@@ -17,6 +20,7 @@ require (
 	connectrpc.com/connect/v2 v2.0.2 // indirect
 	connectrpc.com/grpchealth v1.4.0 // indirect
 	connectrpc.com/otelconnect v0.12.0 // indirect
+	filippo.io/mldsa v0.0.0-20260215214346-43d0283efc3e // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
@@ -28,16 +32,23 @@ require (
 	github.com/prometheus/client_model v0.6.2 // indirect
 	github.com/prometheus/common v0.66.1 // indirect
 	github.com/prometheus/procfs v0.16.1 // indirect
+	github.com/transparency-dev/formats v0.1.1 // indirect
+	github.com/transparency-dev/merkle v0.0.2 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel v1.46.0 // indirect
 	go.opentelemetry.io/otel/metric v1.46.0 // indirect
 	go.opentelemetry.io/otel/trace v1.46.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.2 // indirect
+	golang.org/x/crypto v0.52.0 // indirect
+	golang.org/x/mod v0.42.0 // indirect
 	golang.org/x/sys v0.47.0 // indirect
 	golang.org/x/text v0.41.0 // indirect
 )
 
 replace (
+	github.com/witnz/witnz/libs/checkpoint => ../../libs/checkpoint
+	github.com/witnz/witnz/libs/commitment => ../../libs/commitment
+	github.com/witnz/witnz/libs/evidence => ../../libs/evidence
 	github.com/witnz/witnz/libs/gen => ../../libs/gen
 	github.com/witnz/witnz/libs/mtls => ../../libs/mtls
 	github.com/witnz/witnz/libs/pki => ../../libs/pki

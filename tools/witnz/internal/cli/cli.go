@@ -36,6 +36,8 @@ var commands = []command{
 	{"alerts", "list (and follow) alerts through the gateway", runAlerts},
 	{"pki", "`pki init`: create a development CA and every certificate", runPKI},
 	{"keygen", "create a commitment key (32 random bytes, 64 hex characters)", runKeygen},
+	{"witness", "`witness keygen`: create a witness's checkpoint cosigning key pair", runWitness},
+	{"proof", "`proof verify BUNDLE --policy FILE`: check an evidence bundle offline", runProof},
 }
 
 // Run executes the witnz command line args. Errors are one line naming the
