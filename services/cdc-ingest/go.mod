@@ -11,6 +11,7 @@ require (
 	github.com/witnz/witnz/libs/gen v0.0.0
 	github.com/witnz/witnz/libs/logging v0.0.0
 	github.com/witnz/witnz/libs/mtls v0.0.0
+	github.com/witnz/witnz/libs/pgcopy v0.0.0
 	github.com/witnz/witnz/libs/pki v0.0.0
 	github.com/witnz/witnz/libs/rpcserver v0.0.0
 	github.com/witnz/witnz/libs/svcconfig v0.0.0
@@ -50,6 +51,7 @@ replace (
 	github.com/witnz/witnz/libs/gen => ../../libs/gen
 	github.com/witnz/witnz/libs/logging => ../../libs/logging
 	github.com/witnz/witnz/libs/mtls => ../../libs/mtls
+	github.com/witnz/witnz/libs/pgcopy => ../../libs/pgcopy
 	github.com/witnz/witnz/libs/pki => ../../libs/pki
 	github.com/witnz/witnz/libs/rpcserver => ../../libs/rpcserver
 	github.com/witnz/witnz/libs/svcconfig => ../../libs/svcconfig

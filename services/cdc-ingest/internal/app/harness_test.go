@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,6 +25,7 @@ import (
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/witness/v1/witnessv1connect"
 	"github.com/witnz/witnz/libs/mtls"
+	"github.com/witnz/witnz/libs/pgcopy"
 	"github.com/witnz/witnz/libs/pki"
 	"github.com/witnz/witnz/libs/rpcserver"
 	"github.com/witnz/witnz/libs/testenv"
@@ -404,48 +403,18 @@ func slotLSN(t *testing.T, conn *pgx.Conn, slot string) uint64 {
 	return lsn
 }
 
-// copyRows runs a binary COPY of query and returns each tuple's bytes,
-// which are exactly the row encoding of commitment.AppendRow.
+// copyRows runs query, a SELECT, as a binary COPY and returns each row's
+// encoding (pgcopy hands out tuples, which are exactly the row encoding of
+// commitment.AppendRow).
 func copyRows(t *testing.T, conn *pgx.Conn, query string) [][]byte {
 	t.Helper()
-	var buf bytes.Buffer
-	if _, err := conn.PgConn().CopyTo(t.Context(), &buf, "COPY ("+query+") TO STDOUT (FORMAT binary)"); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := parseBinaryCopy(buf.Bytes())
+	var rows [][]byte
+	_, err := pgcopy.Scan(t.Context(), conn.PgConn(), "COPY ("+query+") TO STDOUT (FORMAT binary)", func(row []byte) error {
+		rows = append(rows, bytes.Clone(row))
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return rows
-}
-
-// parseBinaryCopy splits a COPY (FORMAT binary) stream into its tuples.
-func parseBinaryCopy(b []byte) ([][]byte, error) {
-	const sig = "PGCOPY\n\xff\r\n\x00"
-	if !strings.HasPrefix(string(b), sig) || len(b) < len(sig)+8 {
-		return nil, errors.New("no binary COPY signature")
-	}
-	p := b[len(sig)+4:] // flags
-	ext := int(binary.BigEndian.Uint32(p))
-	p = p[4+ext:]
-	var rows [][]byte
-	for {
-		if len(p) < 2 {
-			return nil, errors.New("truncated COPY stream")
-		}
-		n := int16(binary.BigEndian.Uint16(p))
-		if n == -1 {
-			return rows, nil
-		}
-		end := 2
-		for range int(n) {
-			l := int32(binary.BigEndian.Uint32(p[end:]))
-			end += 4
-			if l > 0 {
-				end += int(l)
-			}
-		}
-		rows = append(rows, p[:end:end])
-		p = p[end:]
-	}
 }

@@ -132,12 +132,14 @@ func (db *DB) Preflight(ctx context.Context, tables []config.Table) ([]Table, er
 }
 
 // keyColumnsSQL lists the primary-key columns of relation $1 in key order.
+// INCLUDE columns follow the key columns in indkey and are not part of the
+// key: a DELETE's old key tuple sends them as NULL.
 const keyColumnsSQL = `
 SELECT coalesce(array_agg(a.attname::text ORDER BY k.ord), '{}')
 FROM pg_index i
 CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE i.indrelid = $1 AND i.indisprimary`
+WHERE i.indrelid = $1 AND i.indisprimary AND k.ord <= i.indnkeyatts`
 
 func (db *DB) checkTable(ctx context.Context, t config.Table) (Table, error) {
 	out := Table{Table: t}
