@@ -14,6 +14,7 @@ require (
 	github.com/witnz/witnz/libs/mtls v0.0.0
 	github.com/witnz/witnz/libs/pki v0.0.0
 	github.com/witnz/witnz/libs/rpcserver v0.0.0
+	github.com/witnz/witnz/libs/statedigest v0.0.0
 	github.com/witnz/witnz/libs/svcconfig v0.0.0
 	github.com/witnz/witnz/libs/testenv v0.0.0
 	github.com/witnz/witnz/libs/tlog v0.0.0
@@ -47,6 +48,7 @@ require (
 	github.com/prometheus/common v0.66.1 // indirect
 	github.com/prometheus/procfs v0.16.1 // indirect
 	github.com/transparency-dev/merkle v0.0.2 // indirect
+	github.com/witnz/witnz/libs/lthash v0.0.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel v1.46.0 // indirect
 	go.opentelemetry.io/otel/metric v1.46.0 // indirect
@@ -60,9 +62,11 @@ replace (
 	github.com/witnz/witnz/libs/commitment => ../../libs/commitment
 	github.com/witnz/witnz/libs/gen => ../../libs/gen
 	github.com/witnz/witnz/libs/logging => ../../libs/logging
+	github.com/witnz/witnz/libs/lthash => ../../libs/lthash
 	github.com/witnz/witnz/libs/mtls => ../../libs/mtls
 	github.com/witnz/witnz/libs/pki => ../../libs/pki
 	github.com/witnz/witnz/libs/rpcserver => ../../libs/rpcserver
+	github.com/witnz/witnz/libs/statedigest => ../../libs/statedigest
 	github.com/witnz/witnz/libs/svcconfig => ../../libs/svcconfig
 	github.com/witnz/witnz/libs/testenv => ../../libs/testenv
 	github.com/witnz/witnz/libs/tlog => ../../libs/tlog

@@ -370,7 +370,31 @@ func (s *Service) GetCheckpoint(context.Context, *connect.Request[witnessv1.GetC
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("GetCheckpoint is not available yet: cosigned checkpoints arrive with issue 6; use GetStatus for the current size and root"))
 }
 
-// GetStateDigest is not built yet.
-func (s *Service) GetStateDigest(context.Context, *connect.Request[witnessv1.GetStateDigestRequest]) (*connect.Response[witnessv1.GetStateDigestResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("GetStateDigest is not available yet: state digests arrive with issues 3 and 7"))
+// GetStateDigest returns a table's state digest, from this node's replica,
+// as of a log size (0: the current one).
+func (s *Service) GetStateDigest(ctx context.Context, req *connect.Request[witnessv1.GetStateDigestRequest]) (*connect.Response[witnessv1.GetStateDigestResponse], error) {
+	if err := authorizeRead(ctx); err != nil {
+		return nil, err
+	}
+	d, size, err := s.node.FSM().StateDigest(req.Msg.GetTable(), req.Msg.GetAsOfSize())
+	switch {
+	case errors.Is(err, fsm.ErrUnknownTable):
+		return nil, connect.NewError(connect.CodeNotFound, err)
+	case errors.Is(err, fsm.ErrOutOfRange):
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%w: ask for a size up to the current one, or 0 for the current one", err))
+	case errors.Is(err, fsm.ErrDigestUnavailable):
+		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+	case err != nil:
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	root := d.Root()
+	out := &witnessv1.GetStateDigestResponse{Size: size, Root: root[:], Buckets: make([]*witnessv1.BucketDigest, d.Buckets())}
+	for i := range out.Buckets {
+		b, err := d.Bucket(uint32(i))
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInternal, err)
+		}
+		out.Buckets[i] = &witnessv1.BucketDigest{Bucket: uint32(i), Count: b.Count, Lthash: b.Hash.Bytes()}
+	}
+	return connect.NewResponse(out), nil
 }

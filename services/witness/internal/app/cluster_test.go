@@ -28,6 +28,7 @@ import (
 	"github.com/witnz/witnz/libs/mtls"
 	"github.com/witnz/witnz/libs/pki"
 	"github.com/witnz/witnz/libs/rpcserver"
+	"github.com/witnz/witnz/libs/statedigest"
 	"github.com/witnz/witnz/libs/testenv"
 	"github.com/witnz/witnz/libs/tlog"
 	"github.com/witnz/witnz/services/witness/internal/config"
@@ -35,6 +36,9 @@ import (
 )
 
 const table = "public.audit_log"
+
+// buckets is the protected table's state-digest bucket count.
+const buckets = 64
 
 // secret is a value only the protected rows contain. The witness must never
 // see it, nor any plain hash of it.
@@ -143,12 +147,14 @@ func newCluster(t *testing.T) *cluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Short timeouts and frequent snapshots: elections settle fast and
-		// every test runs through Persist, Restore and InstallSnapshot.
+		// Shortish timeouts and frequent snapshots: elections settle fast
+		// and every test runs through Persist, Restore and InstallSnapshot.
+		// The timeouts leave room for a loaded 2-core machine running -race,
+		// where 300 ms lost leaders spuriously.
 		cfg.Raft = config.RaftTuning{
-			HeartbeatTimeout:   300 * time.Millisecond,
-			ElectionTimeout:    300 * time.Millisecond,
-			LeaderLeaseTimeout: 150 * time.Millisecond,
+			HeartbeatTimeout:   800 * time.Millisecond,
+			ElectionTimeout:    800 * time.Millisecond,
+			LeaderLeaseTimeout: 400 * time.Millisecond,
 			SnapshotInterval:   100 * time.Millisecond,
 			SnapshotThreshold:  4,
 			TrailingLogs:       2,
@@ -361,6 +367,23 @@ func (e *expected) add(t *testing.T, es []*witnessv1.Entry) {
 	}
 }
 
+// digest is the state digest of the first n entries appended, built
+// directly from them (all INSERTs).
+func (e *expected) digest(t *testing.T, n uint64) [32]byte {
+	t.Helper()
+	d, err := statedigest.New(buckets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range e.entries[:n] {
+		var kc, dc commitment.Commitment
+		copy(kc[:], x.KeyCommit)
+		copy(dc[:], x.DataCommit)
+		d.Add(kc, dc)
+	}
+	return d.Root()
+}
+
 func (e *expected) root() []byte {
 	r := e.log.Root()
 	return r[:]
@@ -383,19 +406,21 @@ func TestCluster(t *testing.T) {
 
 	t.Run("register table", func(t *testing.T) {
 		cl := c.ingestClient(leader)
-		req := &witnessv1.RegisterTableRequest{Table: table, Mode: witnessv1.TableMode_TABLE_MODE_APPEND_ONLY}
+		// Fewer buckets than the default keep snapshots, and so this test,
+		// small; the FSM tests cover the default.
+		req := &witnessv1.RegisterTableRequest{Table: table, Mode: witnessv1.TableMode_TABLE_MODE_APPEND_ONLY, Buckets: buckets}
 		resp, err := cl.RegisterTable(t.Context(), connect.NewRequest(req))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !resp.Msg.Created || resp.Msg.Table.Buckets != 1024 {
-			t.Fatalf("RegisterTable = %v, want created with 1024 buckets", resp.Msg)
+		if !resp.Msg.Created || resp.Msg.Table.Buckets != buckets {
+			t.Fatalf("RegisterTable = %v, want created with %d buckets", resp.Msg, buckets)
 		}
 		resp, err = cl.RegisterTable(t.Context(), connect.NewRequest(req))
 		if err != nil || resp.Msg.Created {
 			t.Fatalf("second RegisterTable = %v, %v; want not created", resp, err)
 		}
-		_, err = cl.RegisterTable(t.Context(), connect.NewRequest(&witnessv1.RegisterTableRequest{Table: table, Mode: witnessv1.TableMode_TABLE_MODE_MUTABLE}))
+		_, err = cl.RegisterTable(t.Context(), connect.NewRequest(&witnessv1.RegisterTableRequest{Table: table, Mode: witnessv1.TableMode_TABLE_MODE_MUTABLE, Buckets: buckets}))
 		if connect.CodeOf(err) != connect.CodeAlreadyExists {
 			t.Fatalf("RegisterTable with another mode: %v, want AlreadyExists", err)
 		}
@@ -608,9 +633,17 @@ func TestCluster(t *testing.T) {
 		if connect.CodeOf(err) != connect.CodeUnimplemented || !strings.Contains(err.Error(), "issue 6") {
 			t.Fatalf("GetCheckpoint: %v", err)
 		}
-		_, err = f.GetStateDigest(t.Context(), connect.NewRequest(&witnessv1.GetStateDigestRequest{Table: table}))
-		if connect.CodeOf(err) != connect.CodeUnimplemented || !strings.Contains(err.Error(), "issues 3 and 7") {
-			t.Fatalf("GetStateDigest: %v", err)
+		_, err = f.GetStateDigest(t.Context(), connect.NewRequest(&witnessv1.GetStateDigestRequest{Table: table, AsOfSize: 5000}))
+		if connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Fatalf("GetStateDigest beyond the log: %v, want InvalidArgument", err)
+		}
+		// As of an earlier size: the digest of the first 500 entries.
+		sd, err := f.GetStateDigest(t.Context(), connect.NewRequest(&witnessv1.GetStateDigestRequest{Table: table, AsOfSize: 500}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := want.digest(t, 500); sd.Msg.Size != 500 || !bytes.Equal(sd.Msg.Root, w[:]) || len(sd.Msg.Buckets) != buckets {
+			t.Fatalf("digest as of 500: size %d root %x, %d buckets; want root %x", sd.Msg.Size, sd.Msg.Root, len(sd.Msg.Buckets), w)
 		}
 	})
 
@@ -674,6 +707,26 @@ func TestCluster(t *testing.T) {
 		})
 		c.start(f)
 		c.sameLog(2200, want.root(), c.nodes...)
+	})
+
+	t.Run("every node serves the same state digest", func(t *testing.T) {
+		w := want.digest(t, uint64(len(want.entries)))
+		for _, n := range c.running() {
+			resp, err := c.client(n, c.ingest).GetStateDigest(t.Context(), connect.NewRequest(&witnessv1.GetStateDigestRequest{Table: table}))
+			if err != nil {
+				t.Fatalf("%s: %v", n.id, err)
+			}
+			var rows uint64
+			for i, b := range resp.Msg.Buckets {
+				if b.Bucket != uint32(i) || len(b.Lthash) != 2048 {
+					t.Fatalf("%s: bucket %d = %d with %d-byte lthash", n.id, i, b.Bucket, len(b.Lthash))
+				}
+				rows += b.Count
+			}
+			if resp.Msg.Size != 2200 || rows != 2200 || !bytes.Equal(resp.Msg.Root, w[:]) {
+				t.Fatalf("%s: digest at size %d with %d rows root %x; want 2200 rows root %x", n.id, resp.Msg.Size, rows, resp.Msg.Root, w)
+			}
+		}
 	})
 
 	t.Run("data directories hold no row data", func(t *testing.T) {

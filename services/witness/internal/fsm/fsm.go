@@ -1,7 +1,9 @@
 // Package fsm is the witness cluster's replicated state machine. It holds
 // only hashes: per protected table, the keyed commitments cdc-ingest sent
 // (as encoded log entries), the table's RFC 6962 log with its hash chain,
-// and the position of the last change applied. Row data never reaches it.
+// the state digest of the rows the log says should exist (package
+// statedigest), and the position of the last change applied. Row data
+// never reaches it.
 //
 // Apply is deterministic: no clock, no randomness, no I/O. A command that
 // breaks a business rule is rejected as a returned value and recorded; a
@@ -22,6 +24,7 @@ import (
 
 	"github.com/witnz/witnz/libs/commitment"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
+	"github.com/witnz/witnz/libs/statedigest"
 	"github.com/witnz/witnz/libs/tlog"
 )
 
@@ -31,9 +34,9 @@ const (
 	MaxBatch = 10000
 	// DefaultBuckets is the state-digest bucket count of a table
 	// registered with 0 buckets.
-	DefaultBuckets = 1024
+	DefaultBuckets = statedigest.DefaultBuckets
 	// MaxBuckets bounds the bucket count of a table.
-	MaxBuckets = 1 << 16
+	MaxBuckets = statedigest.MaxBuckets
 	// MaxTableName bounds the length of a "schema.table" name in bytes.
 	MaxTableName = 255
 	// KeepRejections is how many rejections the state remembers.
@@ -49,6 +52,10 @@ var (
 	ErrInvalid       = errors.New("invalid command")
 	ErrOutOfOrder    = errors.New("entries are not in (commit_lsn, tx_index) order")
 )
+
+// ErrDigestUnavailable is wrapped by StateDigest errors about a table whose
+// state digest could not follow its log. The log itself is unaffected.
+var ErrDigestUnavailable = errors.New("state digest is unavailable")
 
 // Position orders the changes of one table: the commit LSN of the
 // transaction and the change's index inside it.
@@ -78,6 +85,10 @@ type TableInfo struct {
 	// until the first one.
 	Last    Position
 	HasLast bool
+	// DigestUnavailable is set once an entry could not be applied to the
+	// table's state digest; UnavailableSeq is that entry's seq.
+	DigestUnavailable bool
+	UnavailableSeq    uint64
 }
 
 // Result is what Apply returns for every command; raft hands it back
@@ -108,6 +119,13 @@ type table struct {
 	log     *tlog.Log
 	last    Position
 	hasLast bool
+	// digest is the expected state after the entries [0, size), or, once
+	// unavailable is set, after [0, unavailableSeq): the first entry it
+	// could not apply, for unavailableReason, freezes it.
+	digest            *statedigest.Digest
+	unavailable       bool
+	unavailableSeq    uint64
+	unavailableReason string
 }
 
 func (t *table) info() TableInfo {
@@ -116,7 +134,44 @@ func (t *table) info() TableInfo {
 		Name: t.name, Mode: t.mode, Buckets: t.buckets,
 		Size: st.Size, Root: st.Root, ChainHead: st.ChainHead,
 		Last: t.last, HasLast: t.hasLast,
+		DigestUnavailable: t.unavailable, UnavailableSeq: t.unavailableSeq,
 	}
+}
+
+// newTable returns an empty table; mode and buckets must be valid.
+func newTable(name string, mode witnessv1.TableMode, buckets uint32) *table {
+	d, err := statedigest.New(int(buckets))
+	if err != nil {
+		// NormalizeRegister admits only bucket counts New accepts.
+		panic(fmt.Sprintf("witness fsm: table %s: %v", name, err))
+	}
+	return &table{name: name, mode: mode, buckets: buckets, log: tlog.New(), digest: d}
+}
+
+// applyDigest applies the entry at seq to the table's state digest. An
+// entry the digest cannot take does not reject anything: the log records
+// what happened whatever it is; the digest stops following the log and
+// says why, deterministically on every replica.
+func (t *table) applyDigest(seq uint64, e *commitment.Entry) {
+	if t.unavailable {
+		return
+	}
+	c := statedigest.ChangeOf(e)
+	mode := statedigest.Mode(t.mode)
+	if mode == statedigest.Mutable && (c.Op == commitment.OpUpdate || c.Op == commitment.OpDelete) && c.OldData.IsZero() {
+		t.markUnavailable(seq, fmt.Sprintf("entry %d is a %v without old_data_commit; cdc-ingest sends it only for tables with REPLICA IDENTITY FULL: run ALTER TABLE %s REPLICA IDENTITY FULL, then re-baseline the table", seq, c.Op, t.name))
+		return
+	}
+	switch err := t.digest.Apply(c, mode); {
+	case errors.Is(err, statedigest.ErrUnderflow):
+		t.markUnavailable(seq, fmt.Sprintf("entry %d removes a row from an empty bucket (%v): the log does not hold the table's rows from a baseline; re-baseline the table", seq, err))
+	case err != nil:
+		t.markUnavailable(seq, fmt.Sprintf("entry %d cannot be applied (%v): cdc-ingest must send every commitment the op needs", seq, err))
+	}
+}
+
+func (t *table) markUnavailable(seq uint64, reason string) {
+	t.unavailable, t.unavailableSeq, t.unavailableReason = true, seq, reason
 }
 
 // state is everything a snapshot captures.
@@ -240,7 +295,7 @@ func (f *FSM) applyRegister(index uint64, at int64, c *witnessv1.RegisterTableCo
 		}
 		return &Result{Table: t.info()}
 	}
-	t := &table{name: c.GetTable(), mode: mode, buckets: buckets, log: tlog.New()}
+	t := newTable(c.GetTable(), mode, buckets)
 	f.st.tables[t.name] = t
 	return &Result{Table: t.info(), Created: true}
 }
@@ -324,6 +379,7 @@ func (f *FSM) applyAppend(index uint64, at int64, c *witnessv1.AppendCommand) *R
 			panic(fmt.Sprintf("witness fsm: raft log %d: append to %s: %v", index, t.name, err))
 		}
 		t.entries = ce.AppendEncode(t.entries)
+		t.applyDigest(ce.Seq, &ce)
 		t.last, t.hasLast = p, true
 		res.Appended++
 	}
@@ -375,6 +431,62 @@ func (f *FSM) Table(name string) (*View, error) {
 	return &View{Info: info, entries: t.entries[:info.Size*commitment.EntrySize], log: t.log}, nil
 }
 
+// StateDigest returns a table's state digest as of the log size asOf (0
+// means the current size) and the size it is at. The digest is a copy the
+// caller owns. Going back costs one entry decode and one LtHash expansion
+// per entry after asOf, plus copying the digest (about 2 MiB at the
+// default bucket count); the FSM lock is held only for the copy. It fails
+// with ErrUnknownTable, ErrOutOfRange (asOf beyond the log) or
+// ErrDigestUnavailable.
+func (f *FSM) StateDigest(name string, asOf uint64) (*statedigest.Digest, uint64, error) {
+	f.mu.RLock()
+	t, ok := f.st.tables[name]
+	if !ok {
+		f.mu.RUnlock()
+		return nil, 0, fmt.Errorf("%w: %q", ErrUnknownTable, name)
+	}
+	if t.unavailable {
+		f.mu.RUnlock()
+		return nil, 0, fmt.Errorf("%w for table %s: %s", ErrDigestUnavailable, t.name, t.unavailableReason)
+	}
+	size := t.log.Size()
+	mode := statedigest.Mode(t.mode)
+	entries := t.entries[:size*commitment.EntrySize]
+	// Bringing the live digest's cached tree up to date first means the
+	// copy rehashes only the buckets the later changes touch, and the next
+	// call only those changed since this one.
+	t.digest.Root()
+	d := t.digest.Clone()
+	f.mu.RUnlock()
+	if asOf == 0 || asOf == size {
+		return d, size, nil
+	}
+	if asOf > size {
+		return nil, 0, fmt.Errorf("%w: as_of_size %d, log of %s has %d entries on this node", ErrOutOfRange, asOf, name, size)
+	}
+	var decodeErr error
+	later := func(yield func(statedigest.Change) bool) {
+		for seq := asOf; seq < size; seq++ {
+			e, err := commitment.DecodeEntry(entries[seq*commitment.EntrySize : (seq+1)*commitment.EntrySize])
+			if err != nil {
+				decodeErr = fmt.Errorf("entry %d of %s: %w", seq, name, err)
+				return
+			}
+			if !yield(statedigest.ChangeOf(e)) {
+				return
+			}
+		}
+	}
+	old, err := d.AsOf(mode, later)
+	if decodeErr != nil {
+		return nil, 0, decodeErr
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("state digest of %s as of %d: %w", name, asOf, err)
+	}
+	return old, asOf, nil
+}
+
 // View is a table frozen at one size.
 type View struct {
 	Info    TableInfo
@@ -423,7 +535,7 @@ func (v *View) ConsistencyProof(from, to uint64) ([][]byte, error) {
 
 // Snapshot captures the state at this point. Apply is not running while it
 // does, and the capture is cheap: entries and logs only grow, so prefixes
-// are shared rather than copied.
+// are shared rather than copied; only the state digests are copied.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -433,10 +545,18 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	}
 	for _, t := range f.st.tables {
 		info := t.info()
+		// The digest changes in place, so it is copied (as its encoding,
+		// about 2 MiB at the default bucket count) while Apply waits.
+		digest, err := t.digest.MarshalBinary()
+		if err != nil {
+			return nil, fmt.Errorf("witness fsm: snapshot of %s: %w", t.name, err)
+		}
 		s.tables = append(s.tables, tableSnapshot{
-			info:    info,
-			entries: t.entries[:info.Size*commitment.EntrySize],
-			log:     t.log,
+			info:              info,
+			entries:           t.entries[:info.Size*commitment.EntrySize],
+			log:               t.log,
+			digest:            digest,
+			unavailableReason: t.unavailableReason,
 		})
 	}
 	sort.Slice(s.tables, func(i, j int) bool { return s.tables[i].info.Name < s.tables[j].info.Name })

@@ -15,13 +15,14 @@ import (
 
 	"github.com/witnz/witnz/libs/commitment"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
+	"github.com/witnz/witnz/libs/statedigest"
 	"github.com/witnz/witnz/libs/tlog"
 )
 
-// Snapshot layout, version 1 (integers big-endian; "bytes" is a uint32
+// Snapshot layout, version 2 (integers big-endian; "bytes" is a uint32
 // length followed by that many bytes):
 //
-//	magic "wzfsm\x00\x00\x01"
+//	magic "wzfsm\x00\x00\x02"
 //	applied     uint64   last Raft index applied
 //	rejected    uint64   rejections in all
 //	nrej        uint32   then nrej × bytes (witness.v1.Rejection, protobuf)
@@ -35,15 +36,27 @@ import (
 //	  chain     [32]byte
 //	  entries   size × commitment.EntrySize bytes
 //	  log       uint64 length, then tlog serialization at size
-//	end         "wzend\x00\x00\x01"
+//	  digest    uint64 length, then statedigest encoding (MarshalBinary)
+//	  unavailable uint8, unavailable_seq uint64, reason bytes
+//	end         "wzend\x00\x00\x02"
 //	checksum    SHA-256 of everything before it
+//
+// Version 1 is the same without the digest and unavailable fields, with
+// magic and end marker ending in \x01. Restore still reads it, rebuilding
+// each digest from the entries; Persist writes version 2 only.
 //
 // Restore verifies the checksum, decodes every entry strictly and checks it
 // against the log: its seq, its leaf hash, and the recorded root and chain
-// head.
+// head. It then replays the entries into a fresh state digest and requires
+// the recorded digest and unavailable fields to equal the result: one
+// LtHash expansion (SHAKE-128, 2 KiB of output) per row entry, about 8 µs,
+// so some 8 s per million entries on one core, plus the digest encodings
+// (about 2 MiB per table at the default bucket count) read and compared.
 var (
-	snapMagic = []byte("wzfsm\x00\x00\x01")
-	snapEnd   = []byte("wzend\x00\x00\x01")
+	snapMagic   = []byte("wzfsm\x00\x00\x02")
+	snapEnd     = []byte("wzend\x00\x00\x02")
+	snapMagicV1 = []byte("wzfsm\x00\x00\x01")
+	snapEndV1   = []byte("wzend\x00\x00\x01")
 )
 
 // Bounds that keep a damaged snapshot from asking for absurd allocations.
@@ -54,9 +67,11 @@ const (
 )
 
 type tableSnapshot struct {
-	info    TableInfo
-	entries []byte
-	log     *tlog.Log
+	info              TableInfo
+	entries           []byte
+	log               *tlog.Log
+	digest            []byte
+	unavailableReason string
 }
 
 type snapshot struct {
@@ -123,11 +138,7 @@ func (s *snapshot) writeTo(dst io.Writer) error {
 		w.bytes([]byte(t.info.Name))
 		w.u32(uint32(t.info.Mode))
 		w.u32(t.info.Buckets)
-		var has uint8
-		if t.info.HasLast {
-			has = 1
-		}
-		w.u8(has)
+		w.u8(boolByte(t.info.HasLast))
 		w.u64(t.info.Last.CommitLSN)
 		w.u32(t.info.Last.TxIndex)
 		w.u64(t.info.Size)
@@ -140,6 +151,11 @@ func (s *snapshot) writeTo(dst io.Writer) error {
 		}
 		w.u64(uint64(len(blob)))
 		w.write(blob)
+		w.u64(uint64(len(t.digest)))
+		w.write(t.digest)
+		w.u8(boolByte(t.info.DigestUnavailable))
+		w.u64(t.info.UnavailableSeq)
+		w.bytes([]byte(t.unavailableReason))
 	}
 	w.write(snapEnd)
 	w.write(w.sum.Sum(nil))
@@ -147,6 +163,13 @@ func (s *snapshot) writeTo(dst io.Writer) error {
 		return w.err
 	}
 	return w.w.Flush()
+}
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // ErrBadSnapshot is wrapped by every error about a snapshot's content.
@@ -217,7 +240,16 @@ func readSnapshot(src io.Reader) (*state, error) {
 	r := &reader{r: bufio.NewReaderSize(src, 1<<16), sum: sha256.New()}
 	magic := make([]byte, len(snapMagic))
 	r.full(magic)
-	if r.err == nil && !bytes.Equal(magic, snapMagic) {
+	var version int
+	wantEnd := snapEnd
+	switch {
+	case r.err != nil:
+		return nil, r.err
+	case bytes.Equal(magic, snapMagic):
+		version = 2
+	case bytes.Equal(magic, snapMagicV1):
+		version, wantEnd = 1, snapEndV1
+	default:
 		return nil, fmt.Errorf("%w: unknown format %q", ErrBadSnapshot, magic)
 	}
 	st := newState()
@@ -242,7 +274,7 @@ func readSnapshot(src io.Reader) (*state, error) {
 		return nil, fmt.Errorf("%w: %d tables", ErrBadSnapshot, ntables)
 	}
 	for i := uint32(0); i < ntables && r.err == nil; i++ {
-		t, err := readTable(r)
+		t, err := readTable(r, version)
 		if err != nil {
 			return nil, err
 		}
@@ -251,12 +283,12 @@ func readSnapshot(src io.Reader) (*state, error) {
 		}
 		st.tables[t.name] = t
 	}
-	end := make([]byte, len(snapEnd))
+	end := make([]byte, len(wantEnd))
 	r.full(end)
 	if r.err != nil {
 		return nil, r.err
 	}
-	if !bytes.Equal(end, snapEnd) {
+	if !bytes.Equal(end, wantEnd) {
 		return nil, fmt.Errorf("%w: missing end marker", ErrBadSnapshot)
 	}
 	want := r.sum.Sum(nil)
@@ -274,7 +306,8 @@ func readSnapshot(src io.Reader) (*state, error) {
 	return st, nil
 }
 
-func readTable(r *reader) (*table, error) {
+// readTable reads one table of a snapshot of the given version.
+func readTable(r *reader, version int) (*table, error) {
 	t := &table{name: string(r.bytes(MaxTableName))}
 	t.mode = witnessv1.TableMode(r.u32())
 	t.buckets = r.u32()
@@ -300,8 +333,31 @@ func readTable(r *reader) (*table, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	if _, _, err := NormalizeRegister(&witnessv1.RegisterTableCommand{Table: t.name, Mode: t.mode, Buckets: t.buckets}); err != nil || t.mode == witnessv1.TableMode_TABLE_MODE_UNSPECIFIED {
+	if _, _, err := NormalizeRegister(&witnessv1.RegisterTableCommand{Table: t.name, Mode: t.mode, Buckets: t.buckets}); err != nil || t.mode == witnessv1.TableMode_TABLE_MODE_UNSPECIFIED || t.buckets == 0 {
 		return nil, fmt.Errorf("%w: table %q has invalid settings (mode %d, %d buckets)", ErrBadSnapshot, t.name, t.mode, t.buckets)
+	}
+	var (
+		digestEnc       []byte
+		unavailable     bool
+		unavailableSeq  uint64
+		unavailableText string
+	)
+	if version >= 2 {
+		n := r.u64()
+		if want := uint64(statedigest.EncodedSize(int(t.buckets))); r.err == nil && n != want {
+			return nil, fmt.Errorf("%w: table %q: digest of %d bytes for %d buckets, want %d", ErrBadSnapshot, t.name, n, t.buckets, want)
+		}
+		digestEnc = r.readN(n)
+		flag := r.u8()
+		unavailableSeq = r.u64()
+		unavailableText = string(r.bytes(maxSnapRecord))
+		if r.err != nil {
+			return nil, r.err
+		}
+		if flag > 1 {
+			return nil, fmt.Errorf("%w: table %q: unavailable flag %d", ErrBadSnapshot, t.name, flag)
+		}
+		unavailable = flag == 1
 	}
 	log, err := tlog.Unmarshal(blob)
 	if err != nil {
@@ -312,6 +368,9 @@ func readTable(r *reader) (*table, error) {
 	if st.Size != size || st.Root != root || st.ChainHead != chain {
 		return nil, fmt.Errorf("%w: table %q: log is at size %d root %x, snapshot records size %d root %x", ErrBadSnapshot, t.name, st.Size, st.Root, size, root)
 	}
+	// The digest is rebuilt from the entries, as Apply built it.
+	fresh := newTable(t.name, t.mode, t.buckets)
+	t.digest = fresh.digest
 	var prev Position
 	for seq := uint64(0); seq < size; seq++ {
 		enc := t.entries[seq*commitment.EntrySize : (seq+1)*commitment.EntrySize]
@@ -328,9 +387,22 @@ func readTable(r *reader) (*table, error) {
 			return nil, fmt.Errorf("%w: table %q entry %d is out of order", ErrBadSnapshot, t.name, seq)
 		}
 		prev = p
+		t.applyDigest(seq, e)
 	}
 	if size > 0 && (!t.hasLast || t.last != prev) {
 		return nil, fmt.Errorf("%w: table %q: recorded last position does not match its last entry", ErrBadSnapshot, t.name)
+	}
+	if version >= 2 {
+		stored, err := statedigest.Unmarshal(digestEnc)
+		if err != nil {
+			return nil, fmt.Errorf("%w: table %q: %v", ErrBadSnapshot, t.name, err)
+		}
+		if !stored.Equal(t.digest) {
+			return nil, fmt.Errorf("%w: table %q: recorded state digest differs from the one its entries produce", ErrBadSnapshot, t.name)
+		}
+		if unavailable != t.unavailable || unavailableSeq != t.unavailableSeq || unavailableText != t.unavailableReason {
+			return nil, fmt.Errorf("%w: table %q: recorded digest availability differs from the one its entries produce", ErrBadSnapshot, t.name)
+		}
 	}
 	return t, nil
 }
