@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-
-	"github.com/transparency-dev/merkle/compact"
 )
 
 // Serialized layout (all integers big-endian):
@@ -28,8 +26,9 @@ const (
 	trailerSize   = 2 * HashSize
 )
 
-// ErrCorrupt is wrapped by every Unmarshal error about the data itself.
-var ErrCorrupt = errors.New("tlog: corrupt serialization")
+// ErrCorrupt is wrapped by every error about damaged data: from Unmarshal,
+// and from a DB whose stored log does not hold together.
+var ErrCorrupt = errors.New("corrupt data")
 
 // Marshal serializes the whole log.
 func (l *Log) Marshal() ([]byte, error) {
@@ -57,14 +56,14 @@ func (l *Log) marshalLocked(size uint64) ([]byte, error) {
 	out = binary.BigEndian.AppendUint32(out, formatVersion)
 	out = binary.BigEndian.AppendUint64(out, size)
 	var chain, leaf [HashSize]byte
-	for i := range size {
-		h, err := l.store.get(compact.NewNodeID(0, i))
-		if err != nil {
-			return nil, fmt.Errorf("tlog: marshal leaf %d: %w", i, err)
-		}
+	err = l.store.leaves(0, size, func(i uint64, h []byte) error {
 		copy(leaf[:], h)
 		chain = chainNext(chain, leaf)
 		out = append(out, h...)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tlog: marshal: %w", err)
 	}
 	out = append(out, root[:]...)
 	return append(out, chain[:]...), nil
@@ -74,33 +73,33 @@ func (l *Log) marshalLocked(size uint64) ([]byte, error) {
 // and checking the recorded root and chain head.
 func Unmarshal(b []byte) (*Log, error) {
 	if len(b) < headerSize+trailerSize {
-		return nil, fmt.Errorf("%w: %d bytes is shorter than header and trailer", ErrCorrupt, len(b))
+		return nil, fmt.Errorf("tlog: unmarshal: %w: %d bytes is shorter than header and trailer", ErrCorrupt, len(b))
 	}
 	if !bytes.Equal(b[:4], magic[:]) {
-		return nil, fmt.Errorf("%w: bad magic %q", ErrCorrupt, b[:4])
+		return nil, fmt.Errorf("tlog: unmarshal: %w: bad magic %q", ErrCorrupt, b[:4])
 	}
 	if v := binary.BigEndian.Uint32(b[4:]); v != formatVersion {
-		return nil, fmt.Errorf("%w: version %d, want %d", ErrCorrupt, v, formatVersion)
+		return nil, fmt.Errorf("tlog: unmarshal: %w: version %d, want %d", ErrCorrupt, v, formatVersion)
 	}
 	size := binary.BigEndian.Uint64(b[8:])
 	body := b[headerSize:]
 	if uint64(len(body)-trailerSize)/HashSize != size || (len(body)-trailerSize)%HashSize != 0 {
-		return nil, fmt.Errorf("%w: %d bytes of leaves for size %d", ErrCorrupt, len(body)-trailerSize, size)
+		return nil, fmt.Errorf("tlog: unmarshal: %w: %d bytes of leaves for size %d", ErrCorrupt, len(body)-trailerSize, size)
 	}
 	l := New()
 	var leaf [HashSize]byte
 	for i := range size {
 		copy(leaf[:], body[i*HashSize:])
-		if err := l.appendLocked(leaf); err != nil {
+		if err := l.appendLocked(&leaf); err != nil {
 			return nil, err
 		}
 	}
 	trailer := body[size*HashSize:]
 	if root := l.rootLocked(); !bytes.Equal(trailer[:HashSize], root[:]) {
-		return nil, fmt.Errorf("%w: recorded root %x, recomputed %x", ErrCorrupt, trailer[:HashSize], root)
+		return nil, fmt.Errorf("tlog: unmarshal: %w: recorded root %x, recomputed %x", ErrCorrupt, trailer[:HashSize], root)
 	}
 	if !bytes.Equal(trailer[HashSize:], l.chain[:]) {
-		return nil, fmt.Errorf("%w: recorded chain head %x, recomputed %x", ErrCorrupt, trailer[HashSize:], l.chain)
+		return nil, fmt.Errorf("tlog: unmarshal: %w: recorded chain head %x, recomputed %x", ErrCorrupt, trailer[HashSize:], l.chain)
 	}
 	return l, nil
 }

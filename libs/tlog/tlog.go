@@ -12,6 +12,18 @@
 // The hash chain is c_0 = 0^32, c_n = SHA-256(c_{n-1} || leaf_n): a second,
 // purely sequential commitment to the same leaves.
 //
+// New returns a log that keeps every node in memory. A DB (OpenDB) keeps
+// any number of logs in one bbolt file: a log from DB.Log holds only its
+// compact range and a few kilobytes of recent nodes in memory, reads the
+// rest from the file, and has every Append and AppendBatch durable when it
+// returns; after a crash it reopens exactly as its last successful append
+// left it. Layout, durability and crash behaviour are described in
+// docs/design/0006-log-storage.md. Both kinds of log give the same roots,
+// proofs and chain heads for the same leaves.
+//
+// Appending in batches (AppendBatch) is cheaper than leaf by leaf: in a
+// DB, one transaction and one sync per batch.
+//
 // A Log is safe for concurrent use by one appender and any number of
 // readers.
 package tlog
@@ -20,6 +32,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/transparency-dev/merkle/compact"
@@ -38,7 +51,8 @@ var (
 )
 
 // hashChildren is rfc6962.DefaultHasher.HashChildren, SHA-256(0x01 || l ||
-// r), without its intermediate allocations: appends hash on every leaf.
+// r), without its intermediate allocations. Appends use Log.hashChildren,
+// which does not allocate at all.
 func hashChildren(l, r []byte) []byte {
 	var buf [1 + 2*HashSize]byte
 	buf[0] = rfc6962.RFC6962NodeHashPrefix
@@ -50,12 +64,19 @@ func hashChildren(l, r []byte) []byte {
 
 // Log is one table's transparency log.
 type Log struct {
-	mu       sync.RWMutex
-	rng      *compact.Range
-	store    nodeStore
+	mu      sync.RWMutex
+	factory *compact.RangeFactory
+	rng     *compact.Range
+	store   nodeStore
+	// batch is store when it commits once per batch (a DB-backed log),
+	// nil when every put takes effect at once (memory).
+	batch    batchStore
 	chain    [HashSize]byte
 	visit    compact.VisitFn
 	storeErr error
+	// arena hands out the 32-byte slices the compact range keeps, so an
+	// append does not allocate per node.
+	arena []byte
 
 	// The root is computed when first asked for after an append, not on
 	// every append: batches append many leaves and read the root once.
@@ -64,13 +85,22 @@ type Log struct {
 	rootSize uint64
 }
 
+// arenaSize is how many bytes of hashes one arena allocation holds.
+const arenaSize = 256 * HashSize
+
+// noRoot is a rootSize no log reaches: the cached root is stale.
+const noRoot = ^uint64(0)
+
 // New returns an empty log that keeps its hashes in memory.
 func New() *Log {
 	return newLog(newMemStore())
 }
 
 func newLog(store nodeStore) *Log {
-	l := &Log{rng: factory.NewEmptyRange(0), store: store}
+	l := &Log{store: store}
+	l.batch, _ = store.(batchStore)
+	l.factory = &compact.RangeFactory{Hash: l.hashChildren}
+	l.rng = l.factory.NewEmptyRange(0)
 	copy(l.root[:], hasher.EmptyRoot())
 	l.visit = func(id compact.NodeID, h []byte) {
 		if l.storeErr == nil {
@@ -80,24 +110,91 @@ func newLog(store nodeStore) *Log {
 	return l
 }
 
-// Append adds a leaf hash (SHA-256(0x00 || entry)) at index Size().
+// keep copies h into the arena and returns the copy.
+func (l *Log) keep(h *[HashSize]byte) []byte {
+	if len(l.arena) < HashSize {
+		l.arena = make([]byte, arenaSize)
+	}
+	out := l.arena[:HashSize:HashSize]
+	l.arena = l.arena[HashSize:]
+	copy(out, h[:])
+	return out
+}
+
+// hashChildren is the compact range's hash function: hashChildren with
+// the result in the arena. Only appends call it, under l.mu.
+func (l *Log) hashChildren(left, right []byte) []byte {
+	var buf [1 + 2*HashSize]byte
+	buf[0] = rfc6962.RFC6962NodeHashPrefix
+	copy(buf[1:], left)
+	copy(buf[1+HashSize:], right)
+	h := sha256.Sum256(buf[:])
+	return l.keep(&h)
+}
+
+// Append adds a leaf hash (SHA-256(0x00 || entry)) at index Size(). On a
+// log from a DB the leaf is durable when Append returns; appending many
+// leaves at once is AppendBatch's job.
 func (l *Log) Append(leafHash [HashSize]byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.appendLocked(leafHash)
+	return l.appendBatchLocked([][HashSize]byte{leafHash})
 }
 
-func (l *Log) appendLocked(leafHash [HashSize]byte) error {
+// AppendBatch adds leaf hashes at indexes Size(), Size()+1, ... in order.
+// On a log from a DB the whole batch is written in one transaction, with
+// one sync: when AppendBatch returns nil every leaf is durable, and when
+// it returns an error none is and the log is as it was before the call.
+func (l *Log) AppendBatch(leafHashes [][HashSize]byte) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.appendBatchLocked(leafHashes)
+}
+
+func (l *Log) appendBatchLocked(leafHashes [][HashSize]byte) error {
+	if len(leafHashes) == 0 {
+		return nil
+	}
 	if l.storeErr != nil {
 		return fmt.Errorf("tlog: log is unusable after an earlier storage failure: %w", l.storeErr)
 	}
-	if err := l.rng.Append(leafHash[:], l.visit); err != nil {
+	if l.batch == nil {
+		for i := range leafHashes {
+			if err := l.appendLocked(&leafHashes[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// Keep what is needed to step back if the commit fails: the compact
+	// range's hashes are never modified in place, so copying the slice
+	// headers is enough.
+	end, hashes, chain := l.rng.End(), slices.Clone(l.rng.Hashes()), l.chain
+	for i := range leafHashes {
+		if err := l.appendLocked(&leafHashes[i]); err != nil {
+			return err
+		}
+	}
+	if err := l.batch.commit(l.stateLocked()); err != nil {
+		l.batch.discard()
+		l.rng, _ = l.factory.NewRange(0, end, hashes) // the same range as before: cannot fail
+		l.chain = chain
+		l.rootMu.Lock()
+		l.rootSize = noRoot
+		l.rootMu.Unlock()
+		return fmt.Errorf("tlog: append %d leaves at %d: %w", len(leafHashes), end, err)
+	}
+	return nil
+}
+
+func (l *Log) appendLocked(leafHash *[HashSize]byte) error {
+	if err := l.rng.Append(l.keep(leafHash), l.visit); err != nil {
 		return fmt.Errorf("tlog: append: %w", err)
 	}
 	if l.storeErr != nil {
 		return fmt.Errorf("tlog: store node: %w", l.storeErr)
 	}
-	l.chain = chainNext(l.chain, leafHash)
+	l.chain = chainNext(l.chain, *leafHash)
 	return nil
 }
 
@@ -154,6 +251,10 @@ type State struct {
 func (l *Log) State() State {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
+	return l.stateLocked()
+}
+
+func (l *Log) stateLocked() State {
 	return State{Size: l.rng.End(), Root: l.rootLocked(), ChainHead: l.chain}
 }
 
@@ -165,11 +266,11 @@ func (l *Log) LeafHash(index uint64) ([HashSize]byte, error) {
 	if index >= l.rng.End() {
 		return out, fmt.Errorf("tlog: leaf %d: %w (log size %d)", index, ErrOutOfRange, l.rng.End())
 	}
-	h, err := l.store.get(compact.NewNodeID(0, index))
+	h, err := l.store.get([]compact.NodeID{compact.NewNodeID(0, index)})
 	if err != nil {
 		return out, fmt.Errorf("tlog: leaf %d: %w", index, err)
 	}
-	copy(out[:], h)
+	copy(out[:], h[0])
 	return out, nil
 }
 
@@ -217,13 +318,5 @@ func foldRoot(hashes [][]byte) []byte {
 
 // nodes fetches the stored hashes of ids, in order, as fresh slices.
 func (l *Log) nodes(ids []compact.NodeID) ([][]byte, error) {
-	out := make([][]byte, len(ids))
-	for i, id := range ids {
-		h, err := l.store.get(id)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = append([]byte(nil), h...)
-	}
-	return out, nil
+	return l.store.get(ids)
 }

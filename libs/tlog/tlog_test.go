@@ -396,33 +396,6 @@ func TestConcurrentReaders(t *testing.T) {
 	}
 }
 
-func BenchmarkAppend(b *testing.B) {
-	leaves := make([][HashSize]byte, 1<<16)
-	for i := range leaves {
-		leaves[i] = leafOf(i)
-	}
-	l := New()
-	b.ReportAllocs()
-	b.SetBytes(HashSize)
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		if err := l.Append(leaves[i&(len(leaves)-1)]); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func BenchmarkInclusionProof(b *testing.B) {
-	l, _ := mustLog(b, 1<<16)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		if _, err := l.InclusionProof(uint64(i)&(1<<16-1), 1<<16); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 func TestHashChildrenMatchesRFC6962Hasher(t *testing.T) {
 	l, r := leafOf(1), leafOf(2)
 	if got, want := hashChildren(l[:], r[:]), hasher.HashChildren(l[:], r[:]); !bytes.Equal(got, want) {
