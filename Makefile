@@ -83,3 +83,12 @@ clean-stack: ## stop the local stack and delete .witnz/ (all its data)
 
 clean: ## remove bin/
 	rm -rf bin
+
+.PHONY: bench
+bench: deps build ## benchmarks with same-run baselines into bench/results/ (ROWS=B1,B4 a subset; QUICK=1 under 3 minutes)
+	go build -o bin/bench ./tools/bench/cmd/bench
+	bin/bench --bin bin --out bench/results $(if $(ROWS),--rows $(ROWS)) $(if $(filter-out 0 false no,$(QUICK)),--quick)
+
+.PHONY: fuzz
+fuzz: ## run every Fuzz target for FUZZTIME each (default 10s); make test runs only their seeds
+	FUZZTIME=$(or $(FUZZTIME),10s) bash scripts/fuzz.sh
