@@ -53,3 +53,7 @@ replace (
 	github.com/witnz/witnz/libs/svcconfig => ../../libs/svcconfig
 	github.com/witnz/witnz/libs/testenv => ../../libs/testenv
 )
+
+require github.com/witnz/witnz/libs/witnessset v0.0.0
+
+replace github.com/witnz/witnz/libs/witnessset => ../../libs/witnessset

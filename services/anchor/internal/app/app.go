@@ -8,18 +8,13 @@ package app
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 
-	"connectrpc.com/connect"
-
 	"github.com/witnz/witnz/libs/gen/witnz/anchor/v1/anchorv1connect"
-	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
-	"github.com/witnz/witnz/libs/gen/witnz/witness/v1/witnessv1connect"
 	"github.com/witnz/witnz/libs/mtls"
 	"github.com/witnz/witnz/libs/rpcserver"
+	"github.com/witnz/witnz/libs/witnessset"
 	"github.com/witnz/witnz/services/anchor/internal/config"
 	"github.com/witnz/witnz/services/anchor/internal/sink"
 )
@@ -29,7 +24,7 @@ type Service struct {
 	log       *slog.Logger
 	srv       *rpcserver.Server
 	sink      *sink.Dir
-	witnesses *witnessSet
+	witnesses *witnessset.Set
 }
 
 // New checks cfg against the world (certificates, sink directory) and binds
@@ -61,12 +56,12 @@ func New(cfg config.Config, log *slog.Logger) (*Service, error) {
 		log:       log,
 		srv:       srv,
 		sink:      dir,
-		witnesses: newWitnessSet(tlsCfg, cfg.Witnesses),
+		witnesses: witnessset.New(tlsCfg, cfg.Witnesses),
 	}
 	path, h := anchorv1connect.NewAnchorServiceHandler(&handler{}, srv.HandlerOptions()...)
 	srv.Handle(path, h, anchorv1connect.AnchorServiceName)
 	srv.AddReadinessCheck("sink", func(context.Context) error { return dir.Check() })
-	srv.AddReadinessCheck("witness", s.witnesses.anyAnswers)
+	srv.AddReadinessCheck("witness", s.witnesses.AnyAnswers)
 	log.Info("anchor configured", "identity", tlsCfg.Identity.String(), "sink", cfg.Sink, "sink_dir", dir.Path(), "witnesses", cfg.Witnesses)
 	return s, nil
 }
@@ -79,46 +74,3 @@ func (s *Service) AdminAddr() net.Addr { return s.srv.AdminAddr() }
 
 // Run serves until ctx ends, then drains.
 func (s *Service) Run(ctx context.Context) error { return s.srv.Run(ctx) }
-
-// errNoWitness is reported by the readiness check while no witness answers.
-var errNoWitness = errors.New("no witness answered GetStatus")
-
-type witnessSet struct {
-	urls    []string
-	clients []witnessv1connect.WitnessServiceClient
-}
-
-func newWitnessSet(tlsCfg *mtls.Config, urls []string) *witnessSet {
-	ws := &witnessSet{urls: urls}
-	hc := tlsCfg.HTTPClient()
-	for _, u := range urls {
-		ws.clients = append(ws.clients, witnessv1connect.NewWitnessServiceClient(hc, u, rpcserver.ClientOptions()...))
-	}
-	return ws
-}
-
-// anyAnswers asks every witness for its status at once and succeeds as soon
-// as one answers.
-func (ws *witnessSet) anyAnswers(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, len(ws.clients))
-	for i, c := range ws.clients {
-		go func() {
-			_, err := c.GetStatus(ctx, connect.NewRequest(&witnessv1.GetStatusRequest{}))
-			if err != nil {
-				err = fmt.Errorf("%s: %w", ws.urls[i], err)
-			}
-			errc <- err
-		}()
-	}
-	var errs []error
-	for range ws.clients {
-		err := <-errc
-		if err == nil {
-			return nil
-		}
-		errs = append(errs, err)
-	}
-	return fmt.Errorf("%w: %w", errNoWitness, errors.Join(errs...))
-}

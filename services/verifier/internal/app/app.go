@@ -8,7 +8,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,15 +15,13 @@ import (
 	"strings"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/witnz/witnz/libs/commitment"
 	"github.com/witnz/witnz/libs/gen/witnz/verifier/v1/verifierv1connect"
-	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
-	"github.com/witnz/witnz/libs/gen/witnz/witness/v1/witnessv1connect"
 	"github.com/witnz/witnz/libs/mtls"
 	"github.com/witnz/witnz/libs/rpcserver"
+	"github.com/witnz/witnz/libs/witnessset"
 	"github.com/witnz/witnz/services/verifier/internal/config"
 )
 
@@ -36,7 +33,7 @@ type Service struct {
 	log       *slog.Logger
 	srv       *rpcserver.Server
 	pool      *pgxpool.Pool
-	witnesses *witnessSet
+	witnesses *witnessset.Set
 	// key is loaded at start-up so a deployment without the right key
 	// fails at once, not at its first verification.
 	key commitment.Key
@@ -76,13 +73,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		log:       log,
 		srv:       srv,
 		pool:      pool,
-		witnesses: newWitnessSet(tlsCfg, cfg.Witnesses),
+		witnesses: witnessset.New(tlsCfg, cfg.Witnesses),
 		key:       key,
 	}
 	path, h := verifierv1connect.NewVerifierServiceHandler(&handler{}, srv.HandlerOptions()...)
 	srv.Handle(path, h, verifierv1connect.VerifierServiceName)
 	srv.AddReadinessCheck("postgres", func(ctx context.Context) error { return pool.Ping(ctx) })
-	srv.AddReadinessCheck("witness", s.witnesses.anyAnswers)
+	srv.AddReadinessCheck("witness", s.witnesses.AnyAnswers)
 	log.Info("verifier configured", "identity", tlsCfg.Identity.String(), "witnesses", cfg.Witnesses)
 	return s, nil
 }
@@ -123,47 +120,4 @@ func connectPostgres(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 // server's detail on a second one.
 func oneLine(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
-}
-
-// errNoWitness is reported by the readiness check while no witness answers.
-var errNoWitness = errors.New("no witness answered GetStatus")
-
-type witnessSet struct {
-	urls    []string
-	clients []witnessv1connect.WitnessServiceClient
-}
-
-func newWitnessSet(tlsCfg *mtls.Config, urls []string) *witnessSet {
-	ws := &witnessSet{urls: urls}
-	hc := tlsCfg.HTTPClient()
-	for _, u := range urls {
-		ws.clients = append(ws.clients, witnessv1connect.NewWitnessServiceClient(hc, u, rpcserver.ClientOptions()...))
-	}
-	return ws
-}
-
-// anyAnswers asks every witness for its status at once and succeeds as soon
-// as one answers.
-func (ws *witnessSet) anyAnswers(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, len(ws.clients))
-	for i, c := range ws.clients {
-		go func() {
-			_, err := c.GetStatus(ctx, connect.NewRequest(&witnessv1.GetStatusRequest{}))
-			if err != nil {
-				err = fmt.Errorf("%s: %w", ws.urls[i], err)
-			}
-			errc <- err
-		}()
-	}
-	var errs []error
-	for range ws.clients {
-		err := <-errc
-		if err == nil {
-			return nil
-		}
-		errs = append(errs, err)
-	}
-	return fmt.Errorf("%w: %w", errNoWitness, errors.Join(errs...))
 }
