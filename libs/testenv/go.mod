@@ -15,3 +15,7 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.41.0 // indirect
 )
+
+require github.com/witnz/witnz/libs/pgbin v0.0.0
+
+replace github.com/witnz/witnz/libs/pgbin => ../pgbin

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/witnz/witnz/libs/pgbin"
 )
 
 // pgInstall is the PostgreSQL installation the clusters run from.
@@ -38,7 +40,7 @@ const pgMissingFix = "run `make deps` (or `apt-get install -y postgresql`)"
 var pgVersionRE = regexp.MustCompile(`\(PostgreSQL\) ((\d+)(\.\d+)?)`)
 
 func findPostgres() (*pgInstall, error) {
-	binDir, err := findPGBinDir()
+	binDir, err := pgbin.Dir()
 	if err != nil {
 		return nil, err
 	}
@@ -76,30 +78,6 @@ func findPostgres() (*pgInstall, error) {
 		}
 	}
 	return in, nil
-}
-
-// findPGBinDir prefers PostgreSQL 15 (what production runs), then the newest
-// Debian-packaged major version, then whatever initdb is on PATH.
-func findPGBinDir() (string, error) {
-	const preferred = "/usr/lib/postgresql/15/bin"
-	if _, err := os.Stat(filepath.Join(preferred, "initdb")); err == nil {
-		return preferred, nil
-	}
-	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	best, bestMajor := "", -1
-	for _, m := range matches {
-		major, err := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(m))))
-		if err == nil && major > bestMajor {
-			best, bestMajor = filepath.Dir(m), major
-		}
-	}
-	if best != "" {
-		return best, nil
-	}
-	if p, err := exec.LookPath("initdb"); err == nil {
-		return filepath.Dir(p), nil
-	}
-	return "", fmt.Errorf("testenv: PostgreSQL server binaries not found (looked for /usr/lib/postgresql/*/bin/initdb and initdb on PATH); %s", pgMissingFix)
 }
 
 // command runs a PostgreSQL binary, as user postgres when we are root.

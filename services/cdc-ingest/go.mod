@@ -37,6 +37,7 @@ require (
 	github.com/prometheus/client_model v0.6.2 // indirect
 	github.com/prometheus/common v0.66.1 // indirect
 	github.com/prometheus/procfs v0.16.1 // indirect
+	github.com/witnz/witnz/libs/pgbin v0.0.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel v1.46.0 // indirect
 	go.opentelemetry.io/otel/metric v1.46.0 // indirect
@@ -57,3 +58,5 @@ replace (
 	github.com/witnz/witnz/libs/svcconfig => ../../libs/svcconfig
 	github.com/witnz/witnz/libs/testenv => ../../libs/testenv
 )
+
+replace github.com/witnz/witnz/libs/pgbin => ../../libs/pgbin

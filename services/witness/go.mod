@@ -49,6 +49,7 @@ require (
 	github.com/prometheus/procfs v0.16.1 // indirect
 	github.com/transparency-dev/merkle v0.0.2 // indirect
 	github.com/witnz/witnz/libs/lthash v0.0.0 // indirect
+	github.com/witnz/witnz/libs/pgbin v0.0.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel v1.46.0 // indirect
 	go.opentelemetry.io/otel/metric v1.46.0 // indirect
@@ -71,3 +72,5 @@ replace (
 	github.com/witnz/witnz/libs/testenv => ../../libs/testenv
 	github.com/witnz/witnz/libs/tlog => ../../libs/tlog
 )
+
+replace github.com/witnz/witnz/libs/pgbin => ../../libs/pgbin

@@ -54,3 +54,7 @@ replace (
 	github.com/witnz/witnz/libs/pki => ../../libs/pki
 	github.com/witnz/witnz/libs/rpcserver => ../../libs/rpcserver
 )
+
+require github.com/witnz/witnz/libs/pgbin v0.0.0
+
+replace github.com/witnz/witnz/libs/pgbin => ../../libs/pgbin

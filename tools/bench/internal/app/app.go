@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/witnz/witnz/libs/pgbin"
 	"github.com/witnz/witnz/tools/bench/internal/config"
-	"github.com/witnz/witnz/tools/bench/internal/pgcluster"
 	"github.com/witnz/witnz/tools/bench/internal/report"
 	"github.com/witnz/witnz/tools/bench/internal/rows"
 )
@@ -56,7 +56,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if cfg.Quick {
 		env.D, mode = rows.Quick, "quick"
 	}
-	pgBin, _ := pgcluster.BinDir()
+	pgBin, _ := pgbin.Dir()
 	res := &report.Result{Version: report.Version, Mode: mode, Selected: cfg.Rows, Started: time.Now().UTC()}
 	res.Commit, res.Dirty = report.GitCommit(ctx, cfg.Repo)
 	res.Machine = report.Probe(ctx, pgBin)

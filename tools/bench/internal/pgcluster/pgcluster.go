@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/witnz/witnz/libs/pgbin"
 )
 
 // Settings are the server settings `witnz up` starts its PostgreSQL with,
@@ -38,31 +39,10 @@ type Cluster struct {
 	cred *syscall.Credential
 }
 
-// BinDir finds the PostgreSQL server binaries: version 15 first, then the
-// newest installed.
-func BinDir() (string, error) {
-	const preferred = "/usr/lib/postgresql/15/bin"
-	if _, err := os.Stat(filepath.Join(preferred, "initdb")); err == nil {
-		return preferred, nil
-	}
-	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	best, bestMajor := "", -1
-	for _, m := range matches {
-		major, err := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(m))))
-		if err == nil && major > bestMajor {
-			best, bestMajor = filepath.Dir(m), major
-		}
-	}
-	if best == "" {
-		return "", errors.New("PostgreSQL server binaries not found under /usr/lib/postgresql: run `make deps`")
-	}
-	return best, nil
-}
-
 // Start creates a cluster in dir (which must not hold one) and starts it on
 // a free port.
 func Start(ctx context.Context, dir string) (*Cluster, error) {
-	bin, err := BinDir()
+	bin, err := pgbin.Dir()
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/witnz/witnz/libs/pgbin"
 	"github.com/witnz/witnz/tools/bench/internal/cpuuse"
 	"github.com/witnz/witnz/tools/bench/internal/gobench"
 	"github.com/witnz/witnz/tools/bench/internal/pgcluster"
@@ -112,7 +113,7 @@ func (e *Env) Bare(ctx context.Context) (*pgcluster.Cluster, error) {
 
 // PGBin is the directory of pgbench and the server binaries.
 func (e *Env) PGBin() string {
-	b, _ := pgcluster.BinDir()
+	b, _ := pgbin.Dir()
 	return b
 }
 

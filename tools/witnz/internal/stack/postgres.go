@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/witnz/witnz/libs/pgbin"
 )
 
 // Databases of the local stack.
@@ -44,7 +45,7 @@ type postgres struct {
 }
 
 func newPostgres(dir string, port int) (*postgres, error) {
-	bin, err := findPGBin()
+	bin, err := pgbin.Dir()
 	if err != nil {
 		return nil, err
 	}
@@ -62,30 +63,6 @@ func newPostgres(dir string, port int) (*postgres, error) {
 		}
 	}
 	return pg, nil
-}
-
-// findPGBin prefers PostgreSQL 15, then the newest installed major version,
-// then initdb on PATH.
-func findPGBin() (string, error) {
-	const preferred = "/usr/lib/postgresql/15/bin"
-	if _, err := os.Stat(filepath.Join(preferred, "initdb")); err == nil {
-		return preferred, nil
-	}
-	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	best, bestMajor := "", -1
-	for _, m := range matches {
-		major, err := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(m))))
-		if err == nil && major > bestMajor {
-			best, bestMajor = filepath.Dir(m), major
-		}
-	}
-	if best != "" {
-		return best, nil
-	}
-	if p, err := exec.LookPath("initdb"); err == nil {
-		return filepath.Dir(p), nil
-	}
-	return "", fmt.Errorf("PostgreSQL server binaries not found (looked for /usr/lib/postgresql/*/bin/initdb and initdb on PATH): %s", pgMissingFix)
 }
 
 // searchableBy checks that user uid/gid can reach path through its parent

@@ -1,0 +1,3 @@
+module github.com/witnz/witnz/libs/pgbin
+
+go 1.26.0
