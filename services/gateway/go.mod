@@ -13,7 +13,7 @@ require (
 	github.com/witnz/witnz/libs/pki v0.0.0
 	github.com/witnz/witnz/libs/rpcserver v0.0.0
 	github.com/witnz/witnz/libs/svcconfig v0.0.0
-	github.com/witnz/witnz/libs/testenv v0.0.0-00010101000000-000000000000
+	github.com/witnz/witnz/libs/testenv v0.0.0
 	google.golang.org/protobuf v1.36.12
 )
 
@@ -54,3 +54,7 @@ replace (
 )
 
 replace github.com/witnz/witnz/libs/pgbin => ../../libs/pgbin
+
+require github.com/witnz/witnz/libs/redisconn v0.0.0
+
+replace github.com/witnz/witnz/libs/redisconn => ../../libs/redisconn

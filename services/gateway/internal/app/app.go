@@ -11,12 +11,12 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/witnz/witnz/libs/gen/witnz/gateway/v1/gatewayv1connect"
 	"github.com/witnz/witnz/libs/mtls"
+	"github.com/witnz/witnz/libs/redisconn"
 	"github.com/witnz/witnz/libs/rpcserver"
 	"github.com/witnz/witnz/services/gateway/internal/api"
 	"github.com/witnz/witnz/services/gateway/internal/config"
@@ -52,20 +52,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		return nil, err
 	}
 
-	// go-redis logs connection trouble on its own; route it to slog. The
-	// errors that matter reach the gateway through return values.
-	redis.SetLogger(redisLogger{log})
-	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr})
+	rdb, err := redisconn.Dial(ctx, cfg.RedisAddr, log)
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			rdb.Close()
 		}
 	}()
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := rdb.Ping(pctx).Err(); err != nil {
-		return nil, fmt.Errorf("redis at %s unreachable: %v: is redis-server running? check --redis-addr", cfg.RedisAddr, err)
-	}
 
 	srv, err := rpcserver.New(rpcserver.Config{
 		Name:      "gateway",
@@ -151,11 +146,4 @@ func (a *App) Run(ctx context.Context) error {
 	a.hc.CloseIdleConnections()
 	a.rdb.Close()
 	return err
-}
-
-// redisLogger passes go-redis's internal log lines to slog at debug level.
-type redisLogger struct{ log *slog.Logger }
-
-func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
-	l.log.DebugContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }
