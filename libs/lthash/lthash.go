@@ -10,11 +10,22 @@
 //	bytes[2i+1] = L[i] >> 8
 //
 // The empty multiset is the all-zero state. An element e (any byte string;
-// witnz uses key_commit || data_commit, 64 bytes) is expanded to
+// witnz uses key_commit || data_commit, 64 bytes) is expanded to 2048 bytes
+// X(e) in two steps (this is version 2 of the expansion; version 1 was
+// SHAKE-128(e)):
 //
-//	X(e) = SHAKE-128(e), the first 2048 output bytes (FIPS 202)
+//	k    = SHA-256("witnz/lthash/v2" || e)                  (FIPS 180-4)
+//	X(e) = AES-256_k(T_0) || AES-256_k(T_1) || … || AES-256_k(T_127)
 //
-// read as 1024 little-endian uint16 lanes in the same layout. Then
+// where "witnz/lthash/v2" is those 15 ASCII bytes, with no length or
+// separator after them, AES-256_k is the FIPS 197 block cipher under the
+// 32-byte key k, and the counter block T_j is j as a 16-byte big-endian
+// integer (bytes 0…14 zero, byte 15 = j). X(e) is thus the AES-256-CTR
+// keystream (SP 800-38A) of k with an all-zero initial counter block: what
+// encrypting 2048 zero bytes with AES-256-CTR, key k and IV 0^128 gives
+// (openssl enc -aes-256-ctr -K <k in hex> -iv 0). X(e) is read as 1024
+// little-endian uint16 lanes in the state's layout, X(e)[i] = bytes 2i,
+// 2i+1. Then
 //
 //	Add(e):       L[i] = (L[i] + X(e)[i]) mod 2^16   for every i
 //	Remove(e):    L[i] = (L[i] - X(e)[i]) mod 2^16
@@ -24,21 +35,31 @@
 // The state of a multiset is therefore the lane-wise sum of the expansions
 // of its elements: it does not depend on the order of additions, removing
 // an element undoes adding it, and the state of a union is the sum of the
-// states. Nothing is prepended to e before expansion: callers that hash
-// different kinds of elements must separate them themselves.
+// states. The fixed prefix separates this use of SHA-256 from any other;
+// it does not separate kinds of elements: callers that hash different kinds
+// of elements into one state must encode them unambiguously themselves.
 //
 // LtHash16 comes from Bellare–Micciancio (1997) and the parameters (n = 1024,
 // 16-bit lanes) from Lewi et al., "Securing Update Propagation with
-// Homomorphic Hashing" (Facebook, 2019). Removing an element that was never
-// added is arithmetic like any other: the state does not detect it (witnz
-// keeps a count beside each state for that).
+// Homomorphic Hashing" (Facebook, 2019). Its collision resistance assumes
+// the expansion behaves as a random function with 2048-byte outputs;
+// docs/design/0004 gives the argument for this one. Removing an element
+// that was never added is arithmetic like any other: the state does not
+// detect it (witnz keeps a count beside each state for that).
+//
+// # Implementation
+//
+// On amd64 the keystream is computed and added to the lanes in one pass of
+// assembly: VAES on YMM registers where the CPU has it, otherwise AES-NI.
+// Elsewhere, without AES-NI, or with the purego build tag, crypto/aes
+// computes it (several times slower, and allocating). Add, Remove and Expand
+// do not allocate for elements of up to 113 bytes.
 //
 // The zero value of Hash is the empty multiset. A Hash is a value: copying
 // it copies the state. It is not safe for concurrent mutation.
 package lthash
 
 import (
-	"crypto/sha3"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -70,38 +91,16 @@ type Hash struct {
 
 // Expand returns X(elem), the state holding elem once.
 func Expand(elem []byte) Hash {
-	var buf [Size]byte
-	expand(&buf, elem)
 	var h Hash
-	for i := range h.w {
-		h.w[i] = binary.LittleEndian.Uint64(buf[8*i:])
-	}
+	apply(&h.w, elem, modeStore)
 	return h
 }
 
-func expand(buf *[Size]byte, elem []byte) {
-	s := sha3.NewSHAKE128()
-	s.Write(elem)
-	s.Read(buf[:])
-}
-
 // Add adds elem to the multiset.
-func (h *Hash) Add(elem []byte) {
-	var buf [Size]byte
-	expand(&buf, elem)
-	for i := range h.w {
-		h.w[i] = add(h.w[i], binary.LittleEndian.Uint64(buf[8*i:]))
-	}
-}
+func (h *Hash) Add(elem []byte) { apply(&h.w, elem, modeAdd) }
 
 // Remove removes elem from the multiset.
-func (h *Hash) Remove(elem []byte) {
-	var buf [Size]byte
-	expand(&buf, elem)
-	for i := range h.w {
-		h.w[i] = sub(h.w[i], binary.LittleEndian.Uint64(buf[8*i:]))
-	}
-}
+func (h *Hash) Remove(elem []byte) { apply(&h.w, elem, modeSub) }
 
 // AddState adds o's multiset to h's (multiset union).
 func (h *Hash) AddState(o *Hash) {

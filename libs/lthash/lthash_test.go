@@ -2,8 +2,9 @@ package lthash
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/sha256"
-	"crypto/sha3"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -11,10 +12,24 @@ import (
 	"testing"
 )
 
+// referenceX is X(elem) computed from the definition with the standard
+// library's SHA-256, AES and CTR mode, sharing no code with the package.
+func referenceX(t *testing.T, elem []byte) []byte {
+	t.Helper()
+	key := sha256.Sum256(append([]byte("witnz/lthash/v2"), elem...))
+	block, err := aes.NewCipher(key[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := make([]byte, Size)
+	cipher.NewCTR(block, make([]byte, aes.BlockSize)).XORKeyStream(x, x)
+	return x
+}
+
 // laneAdd is the definition written out lane by lane, without the word
 // arithmetic: the reference Hash is checked against.
-func laneAdd(state []byte, elem []byte, sign int) {
-	x := sha3.SumSHAKE128(elem, Size)
+func laneAdd(t *testing.T, state []byte, elem []byte, sign int) {
+	x := referenceX(t, elem)
 	for i := 0; i < Lanes; i++ {
 		l := binary.LittleEndian.Uint16(state[2*i:])
 		e := binary.LittleEndian.Uint16(x[2*i:])
@@ -28,7 +43,8 @@ func laneAdd(state []byte, elem []byte, sign int) {
 }
 
 func randElem(r *rand.Rand) []byte {
-	b := make([]byte, r.IntN(100))
+	// Up to 200 bytes: past 113, the element key is hashed differently.
+	b := make([]byte, r.IntN(200))
 	for i := range b {
 		b[i] = byte(r.Uint32())
 	}
@@ -52,19 +68,29 @@ func mustFromBytes(t *testing.T, b []byte) Hash {
 	return h
 }
 
-// TestKnownAnswer pins the definition to values computed independently
-// (Python hashlib.shake_128 and struct '<1024H').
+// TestKnownAnswer pins the definition to values computed independently by
+// testdata/vectors.py (Python's hashlib.sha256, AES-256-CTR from the
+// cryptography package, struct '<1024H'); X(0..63) also with
+//
+//	printf 'witnz/lthash/v2' … | sha256sum
+//	head -c 2048 /dev/zero | openssl enc -aes-256-ctr -K <key> -iv 0…0 -nosalt
 func TestKnownAnswer(t *testing.T) {
 	e1 := make([]byte, 64)
 	for i := range e1 {
 		e1[i] = byte(i)
 	}
+	if got, want := elementKey(e1), "d8bba3af96e5a529d522ba2fb7e48775f9c84509a42310c2bc16a4f8d1251e3a"; hex.EncodeToString(got[:]) != want {
+		t.Errorf("key(0..63) = %x, want %s", got, want)
+	}
 	x := Expand(e1)
-	if got, want := hex.EncodeToString(sha256Of(x.Bytes())), "355b36aedc62d5b699bb8e335c4994081111fb4ec8607b8c6bdf3083c75e5198"; got != want {
+	if got, want := hex.EncodeToString(sha256Of(x.Bytes())), "fc739c23d3ca83f77c5f11f48eded6dac6882d48a7fb3f9b4fd3a9686779a258"; got != want {
 		t.Errorf("SHA-256(X(0..63)) = %s, want %s", got, want)
 	}
-	if x.Lane(0) != 28121 || x.Lane(1) != 36990 {
-		t.Errorf("X(0..63) lanes 0,1 = %d,%d, want 28121,36990", x.Lane(0), x.Lane(1))
+	if got, want := hex.EncodeToString(x.Bytes()[:16]), "a3a888c61559fdf1b907a422dce881a1"; got != want {
+		t.Errorf("X(0..63) first block = %s, want %s", got, want)
+	}
+	if x.Lane(0) != 43171 || x.Lane(1) != 50824 {
+		t.Errorf("X(0..63) lanes 0,1 = %d,%d, want 43171,50824", x.Lane(0), x.Lane(1))
 	}
 
 	var h Hash
@@ -72,14 +98,27 @@ func TestKnownAnswer(t *testing.T) {
 	h.Add([]byte("witnz"))
 	h.Remove(nil)
 	b := h.Bytes()
-	if got, want := hex.EncodeToString(sha256Of(b)), "c22e4f0511cf2c2edd87856b3191bda31b5a02b6c8113c68cfb928419cc25665"; got != want {
+	if got, want := hex.EncodeToString(sha256Of(b)), "eb9c0f76c67f29863b5f570217c41479f2e7e95f16ac0ac0929118f4beace8a6"; got != want {
 		t.Errorf("SHA-256(state) = %s, want %s", got, want)
 	}
-	if got, want := hex.EncodeToString(b[:8]), "7044f3835dd6d8a6"; got != want {
+	if got, want := hex.EncodeToString(b[:8]), "fe799aa51fe6610e"; got != want {
 		t.Errorf("first bytes = %s, want %s", got, want)
 	}
-	if h.Lane(0) != 17520 || h.Lane(1023) != 29918 {
-		t.Errorf("lanes 0,1023 = %d,%d, want 17520,29918", h.Lane(0), h.Lane(1023))
+	if h.Lane(0) != 31230 || h.Lane(1023) != 13556 {
+		t.Errorf("lanes 0,1023 = %d,%d, want 31230,13556", h.Lane(0), h.Lane(1023))
+	}
+
+	// An element too long for the stack buffer: bytes 3i mod 256, i < 200.
+	long := make([]byte, 200)
+	for i := range long {
+		long[i] = byte(3 * i)
+	}
+	xl := Expand(long)
+	if got, want := hex.EncodeToString(sha256Of(xl.Bytes())), "0874e96ae7c2a188c4b944feaf5722579f55df602c61f54346a8e855e8f5c3da"; got != want {
+		t.Errorf("SHA-256(X(200 bytes)) = %s, want %s", got, want)
+	}
+	if xl.Lane(1023) != 15569 {
+		t.Errorf("X(200 bytes) lane 1023 = %d, want 15569", xl.Lane(1023))
 	}
 }
 
@@ -88,22 +127,31 @@ func sha256Of(b []byte) []byte {
 	return s[:]
 }
 
+// TestMatchesLaneLoop checks Add, Remove and Expand, on whichever
+// implementation this machine runs, against the definition lane by lane.
 func TestMatchesLaneLoop(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	for n := range 200 {
+	for n := range 300 {
 		h := randHash(r)
 		ref := h.Bytes()
 		elem := randElem(r)
-		sign := 1
-		if n%2 == 1 {
-			sign = -1
-			h.Remove(elem)
-		} else {
+		var op string
+		switch n % 3 {
+		case 0:
+			op = "Add"
 			h.Add(elem)
+			laneAdd(t, ref, elem, 1)
+		case 1:
+			op = "Remove"
+			h.Remove(elem)
+			laneAdd(t, ref, elem, -1)
+		case 2:
+			op = "Expand"
+			h = Expand(elem)
+			ref = referenceX(t, elem)
 		}
-		laneAdd(ref, elem, sign)
 		if !bytes.Equal(h.Bytes(), ref) {
-			t.Fatalf("case %d (sign %d): word arithmetic differs from the lane loop", n, sign)
+			t.Fatalf("case %d: %s of a %d-byte element differs from the lane loop", n, op, len(elem))
 		}
 	}
 }
@@ -277,11 +325,20 @@ func TestFromBytesRejectsWrongLength(t *testing.T) {
 	}
 }
 
-func TestAddDoesNotAllocate(t *testing.T) {
+func TestDoesNotAllocate(t *testing.T) {
+	if !hasFastPath() {
+		t.Skip("allocation counts only hold for the assembly path")
+	}
 	var h Hash
-	elem := make([]byte, 64)
-	if n := testing.AllocsPerRun(100, func() { h.Add(elem) }); n != 0 {
-		t.Errorf("Add allocates %v times per call", n)
+	elem := make([]byte, 113)
+	for name, f := range map[string]func(){
+		"Add":    func() { h.Add(elem) },
+		"Remove": func() { h.Remove(elem) },
+		"Expand": func() { h = Expand(elem) },
+	} {
+		if n := testing.AllocsPerRun(100, f); n != 0 {
+			t.Errorf("%s allocates %v times per call", name, n)
+		}
 	}
 }
 
@@ -298,6 +355,21 @@ func FuzzFromBytes(f *testing.F) {
 		}
 		if !bytes.Equal(h.Bytes(), b) {
 			t.Fatal("round trip changed the bytes")
+		}
+	})
+}
+
+// FuzzExpand compares the expansion of arbitrary elements with the
+// reference construction.
+func FuzzExpand(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(make([]byte, 64))
+	f.Add(make([]byte, 113))
+	f.Add(make([]byte, 114))
+	f.Fuzz(func(t *testing.T, elem []byte) {
+		x := Expand(elem)
+		if !bytes.Equal(x.Bytes(), referenceX(t, elem)) {
+			t.Fatalf("X of a %d-byte element differs from the reference", len(elem))
 		}
 	})
 }

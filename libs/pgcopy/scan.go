@@ -57,6 +57,9 @@ type Table struct {
 	// order (pg_index.indkey, without INCLUDE columns); nil when the table
 	// has no primary key and the whole row is its key.
 	Key []int
+	// Partitioned is set for a partitioned table: its rows are those of
+	// its partitions, which witnz publishes through it.
+	Partitioned bool
 }
 
 // ErrNoTable means the table does not exist (or is not visible to the
@@ -77,7 +80,7 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2`
 
 // Describe reads from the catalog the columns and primary key of the plain
-// table schema.table (names as stored, not quoted).
+// or partitioned table schema.table (names as stored, not quoted).
 func Describe(ctx context.Context, q Querier, schema, table string) (*Table, error) {
 	t := &Table{Schema: schema, Name: table}
 	name := pgx.Identifier{schema, table}.Sanitize()
@@ -90,8 +93,12 @@ func Describe(ctx context.Context, q Querier, schema, table string) (*Table, err
 	if err != nil {
 		return nil, fmt.Errorf("pgcopy: describe %s: %w", name, err)
 	}
-	if relkind != "r" {
-		return nil, fmt.Errorf("pgcopy: %s is not a plain table (relkind %q)", name, relkind)
+	switch relkind {
+	case "r":
+	case "p":
+		t.Partitioned = true
+	default:
+		return nil, fmt.Errorf("pgcopy: %s is not a table (relkind %q)", name, relkind)
 	}
 	for _, k := range keyNames {
 		pos := -1
@@ -113,7 +120,10 @@ func Describe(ctx context.Context, q Querier, schema, table string) (*Table, err
 // CopyQuery is the binary COPY of the table's row encodings:
 // `COPY (SELECT <Columns> FROM ONLY schema.table) TO STDOUT (FORMAT binary)`
 // with every identifier quoted. ONLY keeps rows of inheritance children
-// out: their changes are published under their own name.
+// out: their changes are published under their own name. A partitioned
+// table is read without ONLY: its partitions' rows are its rows, each in
+// the partitioned table's column order, as pgoutput publishes them through
+// it.
 func (t *Table) CopyQuery() string {
 	var b strings.Builder
 	b.WriteString("COPY (SELECT ")
@@ -123,7 +133,11 @@ func (t *Table) CopyQuery() string {
 		}
 		b.WriteString(pgx.Identifier{c}.Sanitize())
 	}
-	b.WriteString(" FROM ONLY ")
+	if t.Partitioned {
+		b.WriteString(" FROM ")
+	} else {
+		b.WriteString(" FROM ONLY ")
+	}
 	b.WriteString(pgx.Identifier{t.Schema, t.Name}.Sanitize())
 	b.WriteString(") TO STDOUT (FORMAT binary)")
 	return b.String()

@@ -176,7 +176,7 @@ CREATE TABLE public.genkey (a int, g int GENERATED ALWAYS AS (a + 1) STORED PRIM
 	}{
 		{"public", "missing", "no such table"},
 		{"Public", "nokey", "no such table"},
-		{"public", "v", "not a plain table"},
+		{"public", "v", "not a table"},
 		{"public", "genkey", `primary-key column "g" of "public"."genkey" is generated`},
 	} {
 		_, err := pgcopy.Describe(t.Context(), conn, tc.schema, tc.table)

@@ -113,7 +113,7 @@ func TestKnownAnswer(t *testing.T) {
 		t.Errorf("bucket counts (-want +got):\n%s", diff)
 	}
 	root := d.Root()
-	if got, want := hex.EncodeToString(root[:]), "fd9ef2d6fbe443a691bbe478b7c31b8c538d27a41ab90da8cf0abf763b626cd3"; got != want {
+	if got, want := hex.EncodeToString(root[:]), "2d7e38e09cb46d192898ed4ff87f19789bdbbaea56a3f5dc7c1393e48688ea06"; got != want {
 		t.Errorf("root = %s, want %s", got, want)
 	}
 	empty := mustNew(t, 1).Root()

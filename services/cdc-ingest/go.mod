@@ -60,3 +60,7 @@ replace (
 )
 
 replace github.com/witnz/witnz/libs/pgbin => ../../libs/pgbin
+
+require github.com/witnz/witnz/libs/pgsetup v0.0.0
+
+replace github.com/witnz/witnz/libs/pgsetup => ../../libs/pgsetup

@@ -6,11 +6,13 @@ require (
 	connectrpc.com/connect v1.21.1
 	github.com/google/go-cmp v0.7.0
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/transparency-dev/merkle v0.0.2
 	github.com/witnz/witnz/libs/checkpoint v0.0.0
 	github.com/witnz/witnz/libs/commitment v0.0.0
 	github.com/witnz/witnz/libs/evidence v0.0.0
 	github.com/witnz/witnz/libs/gen v0.0.0
 	github.com/witnz/witnz/libs/mtls v0.0.0
+	github.com/witnz/witnz/libs/pgcopy v0.0.0
 	github.com/witnz/witnz/libs/pki v0.0.0
 	github.com/witnz/witnz/libs/rpcserver v0.0.0
 	google.golang.org/protobuf v1.36.12
@@ -25,15 +27,17 @@ require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
+	github.com/jackc/pgio v1.0.0 // indirect
+	github.com/jackc/pglogrepl v0.0.0-20250509230407-a9884f6bd75a // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
+	github.com/jackc/puddle/v2 v2.2.3 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/prometheus/client_golang v1.23.2 // indirect
 	github.com/prometheus/client_model v0.6.2 // indirect
 	github.com/prometheus/common v0.66.1 // indirect
 	github.com/prometheus/procfs v0.16.1 // indirect
 	github.com/transparency-dev/formats v0.1.1 // indirect
-	github.com/transparency-dev/merkle v0.0.2 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel v1.46.0 // indirect
 	go.opentelemetry.io/otel/metric v1.46.0 // indirect
@@ -41,7 +45,8 @@ require (
 	go.yaml.in/yaml/v2 v2.4.2 // indirect
 	golang.org/x/crypto v0.52.0 // indirect
 	golang.org/x/mod v0.42.0 // indirect
-	golang.org/x/sys v0.47.0 // indirect
+	golang.org/x/sync v0.22.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.41.0 // indirect
 )
 
@@ -51,6 +56,7 @@ replace (
 	github.com/witnz/witnz/libs/evidence => ../../libs/evidence
 	github.com/witnz/witnz/libs/gen => ../../libs/gen
 	github.com/witnz/witnz/libs/mtls => ../../libs/mtls
+	github.com/witnz/witnz/libs/pgcopy => ../../libs/pgcopy
 	github.com/witnz/witnz/libs/pki => ../../libs/pki
 	github.com/witnz/witnz/libs/rpcserver => ../../libs/rpcserver
 )
@@ -58,3 +64,11 @@ replace (
 require github.com/witnz/witnz/libs/pgbin v0.0.0
 
 replace github.com/witnz/witnz/libs/pgbin => ../../libs/pgbin
+
+require github.com/witnz/witnz/libs/pgsetup v0.0.0
+
+replace github.com/witnz/witnz/libs/pgsetup => ../../libs/pgsetup
+
+require github.com/witnz/witnz/libs/testenv v0.0.0
+
+replace github.com/witnz/witnz/libs/testenv => ../../libs/testenv

@@ -142,7 +142,52 @@ func (w *fakeWitness) RegisterTable(ctx context.Context, req *connect.Request[wi
 }
 
 func (w *fakeWitness) GetStatus(ctx context.Context, _ *connect.Request[witnessv1.GetStatusRequest]) (*connect.Response[witnessv1.GetStatusResponse], error) {
-	return connect.NewResponse(&witnessv1.GetStatusResponse{NodeId: "fake", State: "Leader"}), nil
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	resp := &witnessv1.GetStatusResponse{NodeId: "fake", State: "Leader"}
+	for name, mode := range w.modes {
+		resp.Tables = append(resp.Tables, w.infoLocked(name, mode))
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// infoLocked derives what the real state machine reports about a table's
+// protection from its entries (services/witness/internal/fsm).
+func (w *fakeWitness) infoLocked(name string, mode witnessv1.TableMode) *witnessv1.TableInfo {
+	info := &witnessv1.TableInfo{Name: name, Mode: mode, Size: uint64(len(w.logs[name]))}
+	var baseline uint64
+	for seq, e := range w.logs[name] {
+		info.LastCommitLsn, info.LastTxIndex = e.CommitLsn, e.TxIndex
+		switch e.Op {
+		case witnessv1.Op_OP_PROTECT:
+			info.Protection, info.EpochSeq, info.BaselineLsn, baseline = witnessv1.Protection_PROTECTION_BASELINING, uint64(seq), e.CommitLsn, 0
+		case witnessv1.Op_OP_BASELINE:
+			baseline++
+		case witnessv1.Op_OP_SCHEMA:
+			if info.Protection == witnessv1.Protection_PROTECTION_BASELINING {
+				info.Protection, info.BaselineRows = witnessv1.Protection_PROTECTION_PROTECTED, baseline
+			}
+			info.SchemaCommit = e.DataCommit
+		case witnessv1.Op_OP_UNPROTECT:
+			info.Protection = witnessv1.Protection_PROTECTION_UNPROTECTED
+		}
+	}
+	return info
+}
+
+func (w *fakeWitness) GetEntries(ctx context.Context, req *connect.Request[witnessv1.GetEntriesRequest], stream *connect.ServerStream[witnessv1.GetEntriesResponse]) error {
+	w.mu.Lock()
+	log := w.logs[req.Msg.Table]
+	end := req.Msg.End
+	if end == 0 || end > uint64(len(log)) {
+		end = uint64(len(log))
+	}
+	var out []*witnessv1.LoggedEntry
+	for seq := req.Msg.Start; seq < end; seq++ {
+		out = append(out, &witnessv1.LoggedEntry{Seq: seq, Entry: log[seq]})
+	}
+	w.mu.Unlock()
+	return stream.Send(&witnessv1.GetEntriesResponse{Entries: out})
 }
 
 func (w *fakeWitness) Append(ctx context.Context, req *connect.Request[witnessv1.AppendRequest]) (*connect.Response[witnessv1.AppendResponse], error) {
@@ -182,7 +227,20 @@ func (w *fakeWitness) Append(ctx context.Context, req *connect.Request[witnessv1
 	return connect.NewResponse(&witnessv1.AppendResponse{Table: table, Size: uint64(len(w.logs[table])), Duplicates: dups}), nil
 }
 
+// entries returns a table's logged changes: every entry but the PROTECT
+// and SCHEMA entries that bracket its baseline.
 func (w *fakeWitness) entries(table string) []*witnessv1.Entry {
+	var out []*witnessv1.Entry
+	for _, e := range w.allEntries(table) {
+		if e.Op != witnessv1.Op_OP_PROTECT && e.Op != witnessv1.Op_OP_SCHEMA {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// allEntries returns every entry of a table's log.
+func (w *fakeWitness) allEntries(table string) []*witnessv1.Entry {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]*witnessv1.Entry(nil), w.logs[table]...)

@@ -202,7 +202,7 @@ func TestRowEncodingMatrix(t *testing.T) {
 	pg := testenv.PostgreSQL(t)
 	e := newEnv(t, pg, "app")
 	pg.Exec(t, "app", matrixSchema())
-	e.start(t, e.args(testenv.FreeAddr(t), "public.matrix:mutable", "public.ckey:mutable", "public.nokey:mutable"))
+	e.start(t, e.args(testenv.FreeAddr(t), "public.matrix:mutable", "public.ckey:append-only", "public.nokey:mutable"))
 	started := time.Since(start)
 
 	sessions := make([]*pgx.Conn, len(matrixSessions))

@@ -19,6 +19,7 @@ import (
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/services/cdc-ingest/internal/config"
 	"github.com/witnz/witnz/services/cdc-ingest/internal/pgsource"
+	"github.com/witnz/witnz/services/cdc-ingest/internal/schema"
 )
 
 // msg builds pgoutput protocol-1 messages.
@@ -72,6 +73,21 @@ func relationMsg() []byte {
 		u8(0).str("body").u32(pgtype.TextOID).u32(0xffffffff)
 }
 
+// relUMsg describes public.u (id int4).
+func relUMsg() []byte {
+	return msg{'R'}.u32(relID + 1).str("public").str("u").u8('d').u16(1).u8(1).str("id").u32(pgtype.Int4OID).u32(0xffffffff)
+}
+
+// schemaCommit is the schema commitment of public.<table> as the Relation
+// message rel describes it.
+func schemaCommit(table string, rel []byte) commitment.Commitment {
+	m, err := pglogrepl.Parse(rel)
+	if err != nil {
+		panic(err)
+	}
+	return schema.FromRelation(m.(*pglogrepl.RelationMessage)).Commit(testKey.ForTable("public", table).NewCommitter())
+}
+
 func int4(v int32) col  { return col{v: binary.BigEndian.AppendUint32(nil, uint32(v))} }
 func text(s string) col { return col{v: []byte(s)} }
 
@@ -95,6 +111,9 @@ func (s *recordSink) Alert(a *alertv1.Alert) {
 func (s *recordSink) CommitTx(end uint64, _ time.Time) {
 	s.events = append(s.events, event{Kind: "commit", LSN: end})
 }
+func (s *recordSink) Observe(lsn uint64) {
+	s.events = append(s.events, event{Kind: "observe", LSN: lsn})
+}
 
 var testKey = commitment.Key{1, 2, 3}
 
@@ -102,10 +121,10 @@ func newDecoder(sink Sink, mode witnessv1.TableMode) *Decoder {
 	return New(Options{
 		Slot: "witnz",
 		Key:  testKey,
-		Tables: []pgsource.Table{{
+		Tables: []Table{{Table: pgsource.Table{
 			Table: config.Table{Schema: "public", Name: "t", Mode: mode},
 			OID:   relID,
-		}},
+		}, SchemaCommit: schemaCommit("t", relationMsg())}},
 		KeyColumns: func(context.Context, uint32) ([]string, error) { return []string{"id"}, nil },
 		Sink:       sink,
 		Log:        slog.New(slog.DiscardHandler),
@@ -185,16 +204,16 @@ func TestTxIndexPerTable(t *testing.T) {
 	sink := &recordSink{}
 	d := New(Options{
 		Key: testKey,
-		Tables: []pgsource.Table{
-			{Table: config.Table{Schema: "public", Name: "t"}, OID: relID},
-			{Table: config.Table{Schema: "public", Name: "u"}, OID: relID + 1},
+		Tables: []Table{
+			{Table: pgsource.Table{Table: config.Table{Schema: "public", Name: "t"}, OID: relID}, SchemaCommit: schemaCommit("t", relationMsg())},
+			{Table: pgsource.Table{Table: config.Table{Schema: "public", Name: "u"}, OID: relID + 1}, SchemaCommit: schemaCommit("u", relUMsg())},
 		},
 		KeyColumns: func(context.Context, uint32) ([]string, error) { return []string{"id"}, nil },
 		Sink:       sink,
 		Log:        slog.New(slog.DiscardHandler),
 	})
 	at := time.Now()
-	relU := msg{'R'}.u32(relID + 1).str("public").str("u").u8('d').u16(1).u8(1).str("id").u32(pgtype.Int4OID).u32(0xffffffff)
+	relU := relUMsg()
 	ins := func(rel uint32, cols ...col) []byte { return msg{'I'}.u32(rel).u8('N').tuple(cols...) }
 	for _, m := range [][]byte{
 		relationMsg(), relU,
@@ -304,6 +323,8 @@ func FuzzHandle(f *testing.F) {
 	f.Add(relationMsg())
 	f.Add(commit(0x10, 0x20, at))
 	f.Add([]byte(msg{'T'}.u32(1).u8(0).u32(relID)))
+	f.Add([]byte(msg{'M'}.u8(1).u64(0x10).str("witnz").u32(2).u8('{').u8('}')))
+	f.Add([]byte(msg{'M'}.u8(0).u64(0x10).str("other").u32(0)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d := newDecoder(&recordSink{}, witnessv1.TableMode_TABLE_MODE_APPEND_ONLY)
 		for _, m := range [][]byte{relationMsg(), begin(0x10, at, 1)} {

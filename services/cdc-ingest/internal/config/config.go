@@ -29,6 +29,16 @@ const (
 	// MaxBatch bounds --batch-max so one Append stays far below the 16 MiB
 	// message limit of witnz RPCs.
 	MaxBatch = 65536
+	// DefaultHeartbeatInterval is how often a heartbeat goes through the WAL.
+	DefaultHeartbeatInterval = 10 * time.Second
+	// DefaultHeartbeatTimeout is how long without a heartbeat coming back
+	// through the stream before an alert.
+	DefaultHeartbeatTimeout = 60 * time.Second
+	// DefaultMaxLagBytes is the slot lag that raises an alert.
+	DefaultMaxLagBytes = 1 << 30
+	// DefaultCheckInterval is how often the slot, the publication and the
+	// protected tables are checked in the catalog.
+	DefaultCheckInterval = 10 * time.Second
 )
 
 // Table is a protected table and how it is protected.
@@ -72,6 +82,13 @@ type Config struct {
 
 	BatchMax  int
 	BatchWait time.Duration
+
+	// HeartbeatInterval, HeartbeatTimeout, MaxLagBytes and CheckInterval
+	// drive the tamper signals that do not come with a change.
+	HeartbeatInterval time.Duration
+	HeartbeatTimeout  time.Duration
+	MaxLagBytes       uint64
+	CheckInterval     time.Duration
 }
 
 func (c *Config) common() svcconfig.Common {
@@ -98,8 +115,13 @@ func Parse(args []string, getenv func(string) string) (Config, error) {
 	var batchMax, batchWait string
 	str(&batchMax, "batch-max", "WITNZ_BATCH_MAX", strconv.Itoa(DefaultBatchMax), "entries per Append at most")
 	str(&batchWait, "batch-wait", "WITNZ_BATCH_WAIT", DefaultBatchWait.String(), "longest wait to fill a batch")
+	var hbInterval, hbTimeout, maxLag, checkInterval string
+	str(&hbInterval, "heartbeat-interval", "WITNZ_HEARTBEAT_INTERVAL", DefaultHeartbeatInterval.String(), "how often a heartbeat is written through the WAL")
+	str(&hbTimeout, "heartbeat-timeout", "WITNZ_HEARTBEAT_TIMEOUT", DefaultHeartbeatTimeout.String(), "alert when no heartbeat came back through the stream for this long")
+	str(&maxLag, "max-lag-bytes", "WITNZ_MAX_LAG_BYTES", strconv.Itoa(DefaultMaxLagBytes), "alert when the slot falls this many WAL bytes behind")
+	str(&checkInterval, "check-interval", "WITNZ_CHECK_INTERVAL", DefaultCheckInterval.String(), "how often the slot, publication and protected tables are checked")
 	var protect []string
-	svcconfig.ListVar(fs, getenv, &protect, "protect", "WITNZ_PROTECT", "SCHEMA.TABLE[:append-only|:mutable] to protect")
+	svcconfig.ListVar(fs, getenv, &protect, "protect", "WITNZ_PROTECT", "SCHEMA.TABLE[:append-only|:mutable] to protect from start-up (more with `witnz protect` at run time)")
 	svcconfig.ListVar(fs, getenv, &c.Witness, "witness", "WITNZ_WITNESS", "https://host:port of a witness node")
 	if err := svcconfig.Parse(fs, args); err != nil {
 		return c, err
@@ -112,6 +134,17 @@ func Parse(args []string, getenv func(string) string) (Config, error) {
 	}
 	if c.BatchWait, err = time.ParseDuration(batchWait); err != nil {
 		return c, fmt.Errorf("--batch-wait %q is not a duration: pass e.g. --batch-wait 10ms", batchWait)
+	}
+	for _, d := range []struct {
+		flag, v string
+		dst     *time.Duration
+	}{{"heartbeat-interval", hbInterval, &c.HeartbeatInterval}, {"heartbeat-timeout", hbTimeout, &c.HeartbeatTimeout}, {"check-interval", checkInterval, &c.CheckInterval}} {
+		if *d.dst, err = time.ParseDuration(d.v); err != nil {
+			return c, fmt.Errorf("--%s %q is not a duration: pass e.g. --%s 10s", d.flag, d.v, d.flag)
+		}
+	}
+	if c.MaxLagBytes, err = strconv.ParseUint(maxLag, 10, 64); err != nil {
+		return c, fmt.Errorf("--max-lag-bytes %q is not a whole number of bytes: pass e.g. --max-lag-bytes %d", maxLag, DefaultMaxLagBytes)
 	}
 	for _, p := range protect {
 		t, err := ParseTable(p)
@@ -166,9 +199,6 @@ func (c Config) Validate() error {
 	if c.Publication == "" || len(c.Publication) > 63 {
 		return fmt.Errorf("--publication %q: give a name of 1 to 63 characters, e.g. --publication %s", c.Publication, DefaultPublication)
 	}
-	if len(c.Protect) == 0 {
-		return errors.New("--protect is required: name each table to protect as SCHEMA.TABLE[:append-only|:mutable] (repeat the flag, or set WITNZ_PROTECT=public.a,public.b)")
-	}
 	seen := map[string]bool{}
 	for _, t := range c.Protect {
 		if seen[t.String()] {
@@ -198,6 +228,18 @@ func (c Config) Validate() error {
 	}
 	if c.BatchWait < 0 || c.BatchWait > time.Second {
 		return fmt.Errorf("--batch-wait %s: want 0 to 1s (default %s)", c.BatchWait, DefaultBatchWait)
+	}
+	if c.HeartbeatInterval < 100*time.Millisecond || c.HeartbeatInterval > time.Hour {
+		return fmt.Errorf("--heartbeat-interval %s: want 100ms to 1h (default %s)", c.HeartbeatInterval, DefaultHeartbeatInterval)
+	}
+	if c.HeartbeatTimeout < 2*c.HeartbeatInterval {
+		return fmt.Errorf("--heartbeat-timeout %s must be at least twice --heartbeat-interval (%s), or every late heartbeat alerts (default %s)", c.HeartbeatTimeout, c.HeartbeatInterval, DefaultHeartbeatTimeout)
+	}
+	if c.CheckInterval < 100*time.Millisecond || c.CheckInterval > time.Hour {
+		return fmt.Errorf("--check-interval %s: want 100ms to 1h (default %s)", c.CheckInterval, DefaultCheckInterval)
+	}
+	if c.MaxLagBytes < 1<<20 {
+		return fmt.Errorf("--max-lag-bytes %d: want at least 1 MiB (1048576; default %d)", c.MaxLagBytes, DefaultMaxLagBytes)
 	}
 	return nil
 }

@@ -46,6 +46,11 @@ func TestParse(t *testing.T) {
 		Alert:     "https://alert:7410",
 		BatchMax:  4096,
 		BatchWait: 10 * time.Millisecond,
+
+		HeartbeatInterval: DefaultHeartbeatInterval,
+		HeartbeatTimeout:  DefaultHeartbeatTimeout,
+		MaxLagBytes:       DefaultMaxLagBytes,
+		CheckInterval:     DefaultCheckInterval,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Parse (-want +got):\n%s", diff)
@@ -104,7 +109,6 @@ func TestErrors(t *testing.T) {
 		{"no cert", without("--tls-cert"), "--tls-cert is required"},
 		{"no dsn", without("--pg-dsn"), "--pg-dsn is required"},
 		{"bad dsn", with("--pg-dsn", "postgres://x:bad port"), "--pg-dsn is not a valid"},
-		{"no protect", without("--protect"), "--protect is required"},
 		{"protect without schema", with("--protect", "audit"), `--protect "audit": want SCHEMA.TABLE`},
 		{"protect bad mode", with("--protect", "public.a:readonly"), `mode "readonly" is not append-only or mutable`},
 		{"protect twice", with("--protect", "public.audit_log:mutable"), "--protect names public.audit_log twice"},

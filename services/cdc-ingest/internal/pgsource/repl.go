@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/witnz/witnz/libs/pgsetup"
 )
 
 // Repl is a logical replication connection (replication=database).
@@ -21,18 +19,9 @@ type Repl struct {
 
 // ConnectReplication opens a replication connection to the database of dsn.
 func ConnectReplication(ctx context.Context, dsn string) (*Repl, error) {
-	cfg, err := pgconn.ParseConfig(dsn)
+	conn, err := pgsetup.ConnectReplication(ctx, dsn)
 	if err != nil {
-		return nil, fmt.Errorf("--pg-dsn is not a valid PostgreSQL connection string: %v", err)
-	}
-	cfg.RuntimeParams["replication"] = "database"
-	// Binary send functions of text types convert to the client encoding;
-	// pin it so WAL encodings match scans, which pin it too.
-	cfg.RuntimeParams["client_encoding"] = "UTF8"
-	cfg.ConnectTimeout = connectTimeout
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("open replication connection: %w", connectError(net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), err))
+		return nil, err
 	}
 	return &Repl{conn: conn}, nil
 }
@@ -40,48 +29,23 @@ func ConnectReplication(ctx context.Context, dsn string) (*Repl, error) {
 // Close closes the connection.
 func (r *Repl) Close(ctx context.Context) error { return r.conn.Close(ctx) }
 
-// CreateSlot creates the persistent logical slot with plugin pgoutput. It
-// reports false without error when the slot already exists.
-func (r *Repl) CreateSlot(ctx context.Context, name string) (bool, error) {
-	_, err := pglogrepl.CreateReplicationSlot(ctx, r.conn, name, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // duplicate_object
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("create replication slot %s: %w (check max_replication_slots)", name, pgErrLine(err))
-	}
-	return true, nil
-}
-
-// Start starts streaming pgoutput (protocol 1, binary values) from the
-// slot. start 0 means the slot's confirmed flush position.
+// Start starts streaming pgoutput (protocol 1, binary values, with logical
+// decoding messages) from the slot. start 0 means the slot's confirmed
+// flush position.
 func (r *Repl) Start(ctx context.Context, slot, publication string, start pglogrepl.LSN) error {
 	err := pglogrepl.StartReplication(ctx, r.conn, slot, start, pglogrepl.StartReplicationOptions{
 		Mode: pglogrepl.LogicalReplication,
 		PluginArgs: []string{
 			"proto_version '1'",
-			"publication_names " + quoteLiteral(pgx.Identifier{publication}.Sanitize()),
+			"publication_names " + pgsetup.QuoteLiteral(pgsetup.QuoteIdent(publication)),
 			"binary 'true'",
+			"messages 'true'",
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("start replication from slot %s: %w", slot, pgErrLine(err))
+		return fmt.Errorf("start replication from slot %s: %w", slot, pgsetup.ErrLine(err))
 	}
 	return nil
-}
-
-// quoteLiteral quotes s as a SQL string literal.
-func quoteLiteral(s string) string {
-	out := []byte{'\''}
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\'' {
-			out = append(out, '\'')
-		}
-		out = append(out, s[i])
-	}
-	return string(append(out, '\''))
 }
 
 // Message is one message of the replication stream: either WAL data or a
@@ -130,7 +94,7 @@ func (r *Repl) Receive(ctx context.Context) (Message, error) {
 		}
 		return Message{}, fmt.Errorf("unknown replication message %q", msg.Data[0])
 	case *pgproto3.ErrorResponse:
-		return Message{}, fmt.Errorf("replication stream: %w", pgErrLine(pgconn.ErrorResponseToPgError(msg)))
+		return Message{}, fmt.Errorf("replication stream: %w", pgsetup.ErrLine(pgconn.ErrorResponseToPgError(msg)))
 	case *pgproto3.CopyDone:
 		return Message{}, errors.New("PostgreSQL ended the replication stream")
 	}

@@ -46,6 +46,10 @@ type Options struct {
 	MaxPending int
 	Appender   Appender
 	Alerts     AlertSender
+	// OnAppend, when set, is told of every acknowledged Append: the table,
+	// the entries sent, the replays the witness skipped, and how long the
+	// call took.
+	OnAppend func(table string, entries, duplicates int, took time.Duration)
 }
 
 // alertBatchMax bounds the alerts per IngestAlerts call.
@@ -115,15 +119,33 @@ func New(opts Options) *Pipeline {
 		changed:   make(chan struct{}, 1),
 	}
 	for _, name := range opts.Tables {
-		q := &queue{name: name, wake: make(chan struct{}, 1)}
-		p.queues[name] = q
-		p.order = append(p.order, q)
-		p.wg.Add(1)
-		go p.tableWorker(q)
+		p.addLocked(name)
 	}
 	p.wg.Add(1)
 	go p.alertWorker()
 	return p
+}
+
+// AddTable starts the queue of a newly protected table; a table that has
+// one keeps it.
+func (p *Pipeline) AddTable(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		return
+	}
+	p.addLocked(name)
+}
+
+func (p *Pipeline) addLocked(name string) {
+	if p.queues[name] != nil {
+		return
+	}
+	q := &queue{name: name, wake: make(chan struct{}, 1)}
+	p.queues[name] = q
+	p.order = append(p.order, q)
+	p.wg.Add(1)
+	go p.tableWorker(q)
 }
 
 func signal(c chan struct{}) {
@@ -321,9 +343,13 @@ func (p *Pipeline) tableWorker(q *queue) {
 		for i, it := range batch {
 			entries[i] = it.entry
 		}
+		started := time.Now()
 		resp, err := p.opts.Appender.Append(p.ctx, q.name, entries)
 		if err != nil {
 			return // only when Close gave up
+		}
+		if p.opts.OnAppend != nil {
+			p.opts.OnAppend(q.name, len(entries), int(resp.GetDuplicates()), time.Since(started))
 		}
 		p.mu.Lock()
 		q.committed += uint64(len(batch)) - uint64(min(int(resp.GetDuplicates()), len(batch)))

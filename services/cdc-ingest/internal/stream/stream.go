@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,9 +18,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ingestv1 "github.com/witnz/witnz/libs/gen/witnz/ingest/v1"
+	"github.com/witnz/witnz/libs/pgsetup"
 	"github.com/witnz/witnz/services/cdc-ingest/internal/backoff"
 	"github.com/witnz/witnz/services/cdc-ingest/internal/capture"
-	"github.com/witnz/witnz/services/cdc-ingest/internal/config"
 	"github.com/witnz/witnz/services/cdc-ingest/internal/pgsource"
 	"github.com/witnz/witnz/services/cdc-ingest/internal/pipeline"
 )
@@ -38,11 +39,12 @@ type Options struct {
 	DSN         string
 	Slot        string
 	Publication string
-	Tables      []config.Table
-	DB          *pgsource.DB
-	Decoder     *capture.Decoder
-	Pipeline    *pipeline.Pipeline
-	Log         *slog.Logger
+	// Tables reports the protected tables for Status.
+	Tables   func() []*ingestv1.ProtectedTable
+	DB       *pgsource.DB
+	Decoder  *capture.Decoder
+	Pipeline *pipeline.Pipeline
+	Log      *slog.Logger
 	// StatusInterval is how often a standby status goes out even when the
 	// position did not move; PostgreSQL's wal_sender_timeout (60 s by
 	// default) must be well above it.
@@ -57,6 +59,15 @@ type Stream struct {
 	retry     backoff.Policy
 	streaming atomic.Bool
 	confirmed atomic.Uint64 // last position sent to PostgreSQL
+
+	// turn is held by the connection loop while a connection runs and by
+	// Exclusive while its function runs.
+	turn   chan struct{}
+	exclMu sync.Mutex // one Exclusive at a time
+	connMu sync.Mutex
+	// stopConn ends the running connection so that Exclusive gets its turn.
+	stopConn context.CancelFunc
+	paused   atomic.Bool
 }
 
 // New returns a stream; Run starts it.
@@ -67,8 +78,38 @@ func New(opts Options) *Stream {
 	if opts.FlushTimeout == 0 {
 		opts.FlushTimeout = DefaultFlushTimeout
 	}
-	return &Stream{opts: opts, retry: backoff.Default}
+	return &Stream{opts: opts, retry: backoff.Default, turn: make(chan struct{}, 1)}
 }
+
+// Exclusive stops streaming (confirming what the witness acknowledged),
+// runs fn while no replication connection is open, and lets the stream
+// resume from the slot afterwards. Changes committed meanwhile wait in the
+// slot; nothing is lost. The decoder and the pipeline's table set may be
+// changed inside fn.
+func (s *Stream) Exclusive(ctx context.Context, fn func(context.Context) error) error {
+	s.exclMu.Lock()
+	defer s.exclMu.Unlock()
+	s.paused.Store(true)
+	defer s.paused.Store(false)
+	s.connMu.Lock()
+	if s.stopConn != nil {
+		s.stopConn()
+	}
+	s.connMu.Unlock()
+	select {
+	case s.turn <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.turn }()
+	return fn(ctx)
+}
+
+// Confirmed is the last position confirmed to PostgreSQL.
+func (s *Stream) Confirmed() pglogrepl.LSN { return pglogrepl.LSN(s.confirmed.Load()) }
+
+// Paused reports whether an Exclusive function holds the stream.
+func (s *Stream) Paused() bool { return s.paused.Load() }
 
 // Streaming reports whether the replication stream is connected.
 func (s *Stream) Streaming() bool { return s.streaming.Load() }
@@ -78,11 +119,32 @@ func (s *Stream) Streaming() bool { return s.streaming.Load() }
 // shutdown.
 func (s *Stream) Run(ctx context.Context) error {
 	for attempt := 0; ; {
+		select {
+		case s.turn <- struct{}{}:
+		case <-ctx.Done():
+			return s.finish(nil)
+		}
+		cctx, stop := context.WithCancel(ctx)
+		s.connMu.Lock()
+		s.stopConn = stop
+		s.connMu.Unlock()
 		started := time.Now()
-		repl, err := s.connect(ctx)
+		repl, err := s.connect(cctx)
+		s.connMu.Lock()
+		s.stopConn = nil
+		s.connMu.Unlock()
+		stop()
 		if ctx.Err() != nil {
+			<-s.turn
 			return s.finish(repl)
 		}
+		if cctx.Err() != nil {
+			// Exclusive asked for the turn.
+			s.closeConn(repl)
+			<-s.turn
+			continue
+		}
+		<-s.turn
 		if time.Since(started) > time.Minute {
 			attempt = 0
 		}
@@ -105,18 +167,28 @@ func (s *Stream) finish(repl *pgsource.Repl) error {
 	if repl == nil {
 		return nil
 	}
+	s.closeConn(repl)
+	s.opts.Log.Info("replication stream closed", "confirmed_flush_lsn", pglogrepl.LSN(s.confirmed.Load()).String())
+	return nil
+}
+
+// closeConn confirms what the witness acknowledged and closes repl.
+func (s *Stream) closeConn(repl *pgsource.Repl) {
+	if repl == nil {
+		return
+	}
 	if safe := s.opts.Pipeline.SafeLSN(); safe > s.confirmed.Load() {
 		if err := repl.SendStatus(pglogrepl.LSN(safe)); err != nil {
-			s.opts.Log.Warn("last slot confirmation failed", "lsn", pglogrepl.LSN(safe).String(), "error", err)
+			s.opts.Log.Warn("slot confirmation failed", "lsn", pglogrepl.LSN(safe).String(), "error", err)
 		} else {
 			s.confirmed.Store(safe)
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
 	if err := repl.Close(ctx); err != nil {
 		s.opts.Log.Debug("close replication connection", "error", err)
 	}
-	s.opts.Log.Info("replication stream closed", "confirmed_flush_lsn", pglogrepl.LSN(s.confirmed.Load()).String())
-	return nil
 }
 
 // connect runs one replication connection. When ctx ends it returns the
@@ -134,12 +206,18 @@ func (s *Stream) connect(ctx context.Context) (_ *pgsource.Repl, err error) {
 			cancel()
 		}
 	}()
-	slot, created, err := s.opts.DB.EnsureSlot(ctx, repl, s.opts.Slot)
+	slot, err := s.opts.DB.Slot(ctx, s.opts.Slot)
+	if errors.Is(err, pgsetup.ErrNoSlot) {
+		// The product never drops its slot; someone else did. Creating a
+		// new one would silently skip what happened meanwhile: the monitor
+		// raises the alert and the operator re-protects (new baselines).
+		return nil, fmt.Errorf("replication slot %s is gone (someone dropped it): changes made since it was dropped cannot be read; run `witnz init` to create it again, then `witnz protect` each table to take new baselines", s.opts.Slot)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if created {
-		s.opts.Log.Warn("replication slot was missing and has been created again: changes made while it was gone are not logged", "slot", s.opts.Slot)
+	if err := pgsetup.CheckSlot(s.opts.Slot, s.opts.DB.Database, slot); err != nil {
+		return nil, err
 	}
 	s.opts.Pipeline.Connected(uint64(slot.ConfirmedFlushLSN))
 	s.opts.Decoder.Reset()
@@ -249,8 +327,9 @@ func (s *Stream) Status(ctx context.Context) *ingestv1.GetStatusResponse {
 	for _, t := range tables {
 		committed[t.Name] = t.Committed
 	}
-	for _, t := range s.opts.Tables {
-		resp.Tables = append(resp.Tables, &ingestv1.ProtectedTable{Name: t.String(), Mode: t.Mode, EntriesCommitted: committed[t.String()]})
+	for _, t := range s.opts.Tables() {
+		t.EntriesCommitted = committed[t.GetName()]
+		resp.Tables = append(resp.Tables, t)
 	}
 	resp.PendingEntries = uint64(pending)
 	if !last.IsZero() {

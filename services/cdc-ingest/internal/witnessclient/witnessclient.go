@@ -118,6 +118,11 @@ func permanent(err error) bool {
 	switch connect.CodeOf(err) {
 	case connect.CodeInvalidArgument, connect.CodePermissionDenied, connect.CodeUnauthenticated, connect.CodeAlreadyExists, connect.CodeUnimplemented:
 		return true
+	case connect.CodeFailedPrecondition:
+		// A follower says "not the leader" and names it; anything else is
+		// the state machine refusing the command.
+		var cerr *connect.Error
+		return errors.As(err, &cerr) && cerr.Meta().Get(LeaderHeader) == "" && !strings.Contains(cerr.Message(), "not the leader")
 	}
 	return false
 }
@@ -212,6 +217,83 @@ func (c *Client) Ping(ctx context.Context) error {
 	url := c.target()
 	if _, err := c.client(url).GetStatus(ctx, connect.NewRequest(&witnessv1.GetStatusRequest{})); err != nil {
 		return fmt.Errorf("witness %s: %w", url, err)
+	}
+	return nil
+}
+
+// AppendChecked is Append for callers that must hear about a refusal: it
+// retries while the cluster is unreachable or electing, but returns at
+// once when the cluster rejects the batch (INVALID_ARGUMENT,
+// FAILED_PRECONDITION from the state machine, PERMISSION_DENIED...).
+func (c *Client) AppendChecked(ctx context.Context, table string, entries []*witnessv1.Entry) (*witnessv1.AppendResponse, error) {
+	var resp *witnessv1.AppendResponse
+	err := c.do(ctx, "Append "+table, true, func(cl witnessv1connect.WitnessServiceClient) error {
+		r, err := cl.Append(ctx, connect.NewRequest(&witnessv1.AppendRequest{Table: table, Entries: entries}))
+		if err != nil {
+			return err
+		}
+		resp = r.Msg
+		return nil
+	})
+	return resp, err
+}
+
+// Status returns the leader's status, which holds every committed entry:
+// it asks the node tried first and, when that is a follower, the leader it
+// names. It retries until a node answers.
+func (c *Client) Status(ctx context.Context) (*witnessv1.GetStatusResponse, error) {
+	var resp *witnessv1.GetStatusResponse
+	err := c.do(ctx, "GetStatus", true, func(cl witnessv1connect.WitnessServiceClient) error {
+		r, err := cl.GetStatus(ctx, connect.NewRequest(&witnessv1.GetStatusRequest{}))
+		if err != nil {
+			return err
+		}
+		resp = r.Msg
+		if resp.GetState() == "Leader" || resp.GetLeaderApiAddress() == "" {
+			return nil
+		}
+		lr, err := c.client(leaderURL(resp.GetLeaderApiAddress())).GetStatus(ctx, connect.NewRequest(&witnessv1.GetStatusRequest{}))
+		if err == nil {
+			resp = lr.Msg
+		}
+		return nil
+	})
+	return resp, err
+}
+
+// TableInfo returns the leader's view of one table; nil when the table is
+// not registered.
+func (c *Client) TableInfo(ctx context.Context, table string) (*witnessv1.TableInfo, error) {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range st.GetTables() {
+		if t.GetName() == table {
+			return t, nil
+		}
+	}
+	return nil, nil
+}
+
+// Entries streams the logged entries [start, end) of a table from the node
+// tried first, calling fn for each in order.
+func (c *Client) Entries(ctx context.Context, table string, start, end uint64, fn func(*witnessv1.LoggedEntry) error) error {
+	url := c.target()
+	stream, err := c.client(url).GetEntries(ctx, connect.NewRequest(&witnessv1.GetEntriesRequest{Table: table, Start: start, End: end}))
+	if err != nil {
+		return fmt.Errorf("witness %s: read entries [%d, %d) of %s: %w", url, start, end, table, err)
+	}
+	defer stream.Close()
+	for stream.Receive() {
+		for _, e := range stream.Msg().GetEntries() {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return fmt.Errorf("witness %s: read entries [%d, %d) of %s: %w", url, start, end, table, err)
 	}
 	return nil
 }

@@ -171,7 +171,20 @@ func tableInfo(t fsm.TableInfo) *witnessv1.TableInfo {
 		ChainHead:     append([]byte(nil), t.ChainHead[:]...),
 		Buckets:       t.Buckets,
 		LastCommitLsn: t.Last.CommitLSN,
+		LastTxIndex:   t.Last.TxIndex,
+		Protection:    t.Protection,
+		EpochSeq:      t.EpochSeq,
+		BaselineLsn:   t.BaselineLSN,
+		BaselineRows:  t.BaselineRows,
+		SchemaCommit:  schemaCommit(t),
 	}
+}
+
+func schemaCommit(t fsm.TableInfo) []byte {
+	if !t.HasSchemaCommit {
+		return nil
+	}
+	return append([]byte(nil), t.SchemaCommit[:]...)
 }
 
 // GetStatus reports this node's view of the cluster and its tables.
@@ -382,7 +395,7 @@ func (s *Service) GetStateDigest(ctx context.Context, req *connect.Request[witne
 		return nil, connect.NewError(connect.CodeNotFound, err)
 	case errors.Is(err, fsm.ErrOutOfRange):
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%w: ask for a size up to the current one, or 0 for the current one", err))
-	case errors.Is(err, fsm.ErrDigestUnavailable):
+	case errors.Is(err, fsm.ErrBeforeReset), errors.Is(err, fsm.ErrDigestUnavailable):
 		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
 	case err != nil:
 		return nil, connect.NewError(connect.CodeInternal, err)

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -44,7 +45,8 @@ func inserts(lsn uint64, from, to int) []*witnessv1.Entry {
 }
 
 // churn is a mutable table's history: inserts, updates, deletes, a
-// re-insert, and non-row ops.
+// re-insert, and non-row ops, among them a TRUNCATE (seq 46) that empties
+// the table.
 func churn() [][]*witnessv1.Entry {
 	return [][]*witnessv1.Entry{
 		inserts(10, 0, 40),
@@ -63,7 +65,23 @@ func churn() [][]*witnessv1.Entry {
 	}
 }
 
-// digestOf builds a digest directly from the first n entries of a view.
+// churnWithoutTruncate is churn without its TRUNCATE: every row change
+// stays in the expected state.
+func churnWithoutTruncate() [][]*witnessv1.Entry {
+	c := churn()
+	c[2] = c[2][:2]
+	return c
+}
+
+// resetsState is the reset rule of docs/design/0004, spelled out again
+// for the tests: a PROTECT, or a TRUNCATE on a mutable table, empties the
+// expected state.
+func resetsState(op commitment.Op, mode statedigest.Mode) bool {
+	return op == commitment.OpProtect || (op == commitment.OpTruncate && mode == statedigest.Mutable)
+}
+
+// digestOf builds a digest directly from the first n entries of a view,
+// starting again from empty at every reset.
 func digestOf(t *testing.T, v *View, mode statedigest.Mode, buckets int, n uint64) *statedigest.Digest {
 	t.Helper()
 	d, err := statedigest.New(buckets)
@@ -79,6 +97,10 @@ func digestOf(t *testing.T, v *View, mode statedigest.Mode, buckets int, n uint6
 		if err != nil {
 			t.Fatal(err)
 		}
+		if resetsState(e.Op, mode) {
+			d, _ = statedigest.New(buckets)
+			continue
+		}
 		if err := d.Apply(statedigest.ChangeOf(e), mode); err != nil {
 			t.Fatalf("entry %d: %v", seq, err)
 		}
@@ -87,14 +109,16 @@ func digestOf(t *testing.T, v *View, mode statedigest.Mode, buckets int, n uint6
 }
 
 // rootsByPrefix returns, for every X up to the view's size, the root of a
-// digest built directly from the first X entries.
-func rootsByPrefix(t *testing.T, v *View, mode statedigest.Mode, buckets int) [][32]byte {
+// digest built directly from the first X entries, and the seq of the last
+// reset (-1 if none).
+func rootsByPrefix(t *testing.T, v *View, mode statedigest.Mode, buckets int) ([][32]byte, int64) {
 	t.Helper()
 	d, err := statedigest.New(buckets)
 	if err != nil {
 		t.Fatal(err)
 	}
 	roots := [][32]byte{d.Root()}
+	lastReset := int64(-1)
 	for seq := range v.Info.Size {
 		enc, _, err := v.Entry(seq)
 		if err != nil {
@@ -104,23 +128,35 @@ func rootsByPrefix(t *testing.T, v *View, mode statedigest.Mode, buckets int) []
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := d.Apply(statedigest.ChangeOf(e), mode); err != nil {
+		if resetsState(e.Op, mode) {
+			d, _ = statedigest.New(buckets)
+			lastReset = int64(seq)
+		} else if err := d.Apply(statedigest.ChangeOf(e), mode); err != nil {
 			t.Fatalf("entry %d: %v", seq, err)
 		}
 		roots = append(roots, d.Root())
 	}
-	return roots
+	return roots, lastReset
 }
 
 func TestStateDigestFollowsLog(t *testing.T) {
-	for _, buckets := range []uint32{0, 8} {
+	for _, tc := range []struct {
+		name    string
+		history [][]*witnessv1.Entry
+		buckets uint32
+		rows    uint64
+	}{
+		{"default buckets", churnWithoutTruncate(), 0, 49}, // 50 inserted, 2 deleted, 1 re-inserted
+		{"8 buckets", churnWithoutTruncate(), 8, 49},
+		{"truncated", churn(), 8, 10}, // the 10 inserted after the TRUNCATE
+	} {
 		h := newHarness(t)
-		mustOK(t, h.registerBuckets(tbl, witnessv1.TableMode_TABLE_MODE_MUTABLE, buckets))
-		for _, b := range churn() {
+		mustOK(t, h.registerBuckets(tbl, witnessv1.TableMode_TABLE_MODE_MUTABLE, tc.buckets))
+		for _, b := range tc.history {
 			mustOK(t, h.append(tbl, b))
 		}
 		// Replays change nothing.
-		if r := mustOK(t, h.append(tbl, churn()[1])); r.Duplicates != 4 {
+		if r := mustOK(t, h.append(tbl, tc.history[1])); r.Duplicates != 4 {
 			t.Fatalf("replay: %+v", r)
 		}
 		v, err := h.f.Table(tbl)
@@ -134,20 +170,30 @@ func TestStateDigestFollowsLog(t *testing.T) {
 		}
 		want := digestOf(t, v, statedigest.Mutable, nb, v.Info.Size)
 		if size != v.Info.Size || got.Buckets() != nb || !got.Equal(want) || got.Root() != want.Root() {
-			t.Fatalf("%d buckets: FSM digest at %d differs from one built from the entries", nb, size)
+			t.Fatalf("%s: FSM digest at %d differs from one built from the entries", tc.name, size)
 		}
-		if got.Rows() != 49 { // 50 inserted, 2 deleted, 1 re-inserted
-			t.Fatalf("digest holds %d rows, want 49", got.Rows())
+		if got.Rows() != tc.rows {
+			t.Fatalf("%s: digest holds %d rows, want %d", tc.name, got.Rows(), tc.rows)
 		}
-		// As of every earlier size: the digest after the first X entries.
-		wantAt := rootsByPrefix(t, v, statedigest.Mutable, nb)
+		// As of every earlier size: the digest after the first X entries,
+		// or, at or before the last reset, an error naming it.
+		wantAt, lastReset := rootsByPrefix(t, v, statedigest.Mutable, nb)
+		if gotReset := int64(v.Info.ResetSeq); v.Info.HasReset != (lastReset >= 0) || (lastReset >= 0 && gotReset != lastReset) {
+			t.Fatalf("%s: table reports reset %v at %d, want %d", tc.name, v.Info.HasReset, v.Info.ResetSeq, lastReset)
+		}
 		for x := uint64(1); x <= v.Info.Size; x++ {
 			old, at, err := h.f.StateDigest(tbl, x)
+			if int64(x) <= lastReset {
+				if !errors.Is(err, ErrBeforeReset) || !errors.Is(err, ErrDigestUnavailable) || !strings.Contains(err.Error(), fmt.Sprintf("entry %d (TRUNCATE", lastReset)) {
+					t.Fatalf("%s: as of %d, before the reset at %d: %v, want ErrBeforeReset naming the entry", tc.name, x, lastReset, err)
+				}
+				continue
+			}
 			if err != nil {
-				t.Fatalf("as of %d: %v", x, err)
+				t.Fatalf("%s: as of %d: %v", tc.name, x, err)
 			}
 			if at != x || old.Root() != wantAt[x] {
-				t.Fatalf("as of %d: root %x at %d, want %x", x, old.Root(), at, wantAt[x])
+				t.Fatalf("%s: as of %d: root %x at %d, want %x", tc.name, x, old.Root(), at, wantAt[x])
 			}
 		}
 		if _, _, err := h.f.StateDigest(tbl, v.Info.Size+1); !errors.Is(err, ErrOutOfRange) {

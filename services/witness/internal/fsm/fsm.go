@@ -2,8 +2,17 @@
 // only hashes: per protected table, the keyed commitments cdc-ingest sent
 // (as encoded log entries), the table's RFC 6962 log with its hash chain,
 // the state digest of the rows the log says should exist (package
-// statedigest), and the position of the last change applied. Row data
-// never reaches it.
+// statedigest), where the table stands in its protection epochs, and the
+// position of the last change applied. Row data never reaches it.
+//
+// Protection epochs: a PROTECT entry starts an epoch (the table is then
+// BASELINING and its expected state restarts empty), BASELINE entries carry
+// the rows of the snapshot the table was protected at, and a SCHEMA entry
+// ends the baseline (PROTECTED). Changes are accepted only while a table is
+// PROTECTED or was never protected (PROTECTION_UNSPECIFIED); an UNPROTECT
+// entry makes it UNPROTECTED until the next PROTECT. The whole state of a
+// table is a function of its entries: Restore rebuilds it by replaying
+// them through the same code Apply uses.
 //
 // Apply is deterministic: no clock, no randomness, no I/O. A command that
 // breaks a business rule is rejected as a returned value and recorded; a
@@ -51,11 +60,21 @@ var (
 	ErrTableConflict = errors.New("table is already registered with different settings")
 	ErrInvalid       = errors.New("invalid command")
 	ErrOutOfOrder    = errors.New("entries are not in (commit_lsn, tx_index) order")
+	// ErrProtection rejects a batch holding an entry the table's protection
+	// state does not admit: a BASELINE outside a baseline, or a change
+	// while the table is BASELINING or UNPROTECTED.
+	ErrProtection = errors.New("entry not allowed in the table's protection state")
 )
 
 // ErrDigestUnavailable is wrapped by StateDigest errors about a table whose
 // state digest could not follow its log. The log itself is unaffected.
 var ErrDigestUnavailable = errors.New("state digest is unavailable")
+
+// ErrBeforeReset is wrapped by StateDigest errors about a size before the
+// last entry that reset the table's expected state (a PROTECT, or a
+// TRUNCATE on a mutable table): the state before it is not kept. It wraps
+// ErrDigestUnavailable.
+var ErrBeforeReset = fmt.Errorf("%w before the table's last reset", ErrDigestUnavailable)
 
 // Position orders the changes of one table: the commit LSN of the
 // transaction and the change's index inside it.
@@ -86,9 +105,29 @@ type TableInfo struct {
 	Last    Position
 	HasLast bool
 	// DigestUnavailable is set once an entry could not be applied to the
-	// table's state digest; UnavailableSeq is that entry's seq.
+	// table's state digest; UnavailableSeq is that entry's seq. A reset of
+	// the expected state clears it.
 	DigestUnavailable bool
 	UnavailableSeq    uint64
+	// Protection is where the table stands in its protection epochs.
+	Protection witnessv1.Protection
+	// EpochSeq and BaselineLSN are the seq and commit_lsn of the current
+	// epoch's PROTECT entry (zero while Protection is UNSPECIFIED).
+	EpochSeq    uint64
+	BaselineLSN uint64
+	// BaselineRows counts the BASELINE entries of the current epoch; it is
+	// final once the epoch is PROTECTED.
+	BaselineRows uint64
+	// SchemaCommit is the data_commit of the last SCHEMA entry;
+	// HasSchemaCommit is false when there is none or it had none.
+	SchemaCommit    commitment.Commitment
+	HasSchemaCommit bool
+	// ResetSeq is the seq of the last entry that reset the expected state
+	// to empty (a PROTECT, or a TRUNCATE on a mutable table); HasReset is
+	// false until the first one. The state digest is not available as of
+	// a size at or below ResetSeq.
+	ResetSeq uint64
+	HasReset bool
 }
 
 // Result is what Apply returns for every command; raft hands it back
@@ -107,7 +146,8 @@ type Result struct {
 	Rejection *witnessv1.Rejection
 }
 
-// table is the state of one protected table.
+// table is the state of one protected table. Everything but the name and
+// the registration settings follows from its entries (see apply).
 type table struct {
 	name    string
 	mode    witnessv1.TableMode
@@ -119,9 +159,23 @@ type table struct {
 	log     *tlog.Log
 	last    Position
 	hasLast bool
-	// digest is the expected state after the entries [0, size), or, once
-	// unavailable is set, after [0, unavailableSeq): the first entry it
-	// could not apply, for unavailableReason, freezes it.
+	expected
+	protection      witnessv1.Protection
+	epochSeq        uint64
+	baselineLSN     uint64
+	baselineRows    uint64
+	schemaCommit    commitment.Commitment
+	hasSchemaCommit bool
+	resetSeq        uint64
+	hasReset        bool
+}
+
+// expected is a table's expected state: digest is the state the entries
+// after the last reset produce ([resetSeq+1, size), or [0, size) before
+// any reset), or, once unavailable is set, those before unavailableSeq:
+// the first entry it could not apply, for unavailableReason, freezes it
+// until the next reset.
+type expected struct {
 	digest            *statedigest.Digest
 	unavailable       bool
 	unavailableSeq    uint64
@@ -135,43 +189,168 @@ func (t *table) info() TableInfo {
 		Size: st.Size, Root: st.Root, ChainHead: st.ChainHead,
 		Last: t.last, HasLast: t.hasLast,
 		DigestUnavailable: t.unavailable, UnavailableSeq: t.unavailableSeq,
+		Protection: t.protection, EpochSeq: t.epochSeq, BaselineLSN: t.baselineLSN, BaselineRows: t.baselineRows,
+		SchemaCommit: t.schemaCommit, HasSchemaCommit: t.hasSchemaCommit,
+		ResetSeq: t.resetSeq, HasReset: t.hasReset,
 	}
 }
 
 // newTable returns an empty table; mode and buckets must be valid.
 func newTable(name string, mode witnessv1.TableMode, buckets uint32) *table {
+	return &table{name: name, mode: mode, buckets: buckets, log: tlog.New(), expected: newExpected(name, buckets)}
+}
+
+func newExpected(name string, buckets uint32) expected {
 	d, err := statedigest.New(int(buckets))
 	if err != nil {
 		// NormalizeRegister admits only bucket counts New accepts.
 		panic(fmt.Sprintf("witness fsm: table %s: %v", name, err))
 	}
-	return &table{name: name, mode: mode, buckets: buckets, log: tlog.New(), digest: d}
+	return expected{digest: d}
 }
 
-// applyDigest applies the entry at seq to the table's state digest. An
-// entry the digest cannot take does not reject anything: the log records
-// what happened whatever it is; the digest stops following the log and
-// says why, deterministically on every replica.
-func (t *table) applyDigest(seq uint64, e *commitment.Entry) {
-	if t.unavailable {
+// transition is the one definition of the protection rules: the state an
+// entry of op leaves a table in protection, and whether the op is
+// admitted there at all.
+func transition(p witnessv1.Protection, op commitment.Op) (next witnessv1.Protection, ok bool) {
+	switch op {
+	case commitment.OpProtect:
+		return witnessv1.Protection_PROTECTION_BASELINING, true
+	case commitment.OpBaseline:
+		return p, p == witnessv1.Protection_PROTECTION_BASELINING
+	case commitment.OpSchema:
+		if p == witnessv1.Protection_PROTECTION_BASELINING {
+			return witnessv1.Protection_PROTECTION_PROTECTED, true
+		}
+		return p, true
+	case commitment.OpUnprotect:
+		return witnessv1.Protection_PROTECTION_UNPROTECTED, true
+	case commitment.OpInsert, commitment.OpUpdate, commitment.OpDelete, commitment.OpTruncate, commitment.OpAccept:
+		return p, p != witnessv1.Protection_PROTECTION_BASELINING && p != witnessv1.Protection_PROTECTION_UNPROTECTED
+	}
+	// HEARTBEAT and ANCHOR say nothing about the table's rows.
+	return p, true
+}
+
+// resets reports whether an entry of op empties the expected state of a
+// table of mode: a PROTECT starts an epoch from an empty state that its
+// BASELINE entries fill; after a TRUNCATE a mutable table is empty, and
+// its expected state follows the table. On an append-only table a
+// TRUNCATE leaves every row expected, so verification reports them.
+func resets(op commitment.Op, mode witnessv1.TableMode) bool {
+	return op == commitment.OpProtect || (op == commitment.OpTruncate && mode == witnessv1.TableMode_TABLE_MODE_MUTABLE)
+}
+
+// apply brings the table's protection state and expected state past the
+// logged entry at seq. Apply checks the protection rules before it logs
+// anything; apply itself never refuses an entry, so Restore can replay any
+// log through it.
+func (t *table) apply(seq uint64, e *commitment.Entry) {
+	next, ok := transition(t.protection, e.Op)
+	switch e.Op {
+	case commitment.OpProtect:
+		t.epochSeq, t.baselineLSN, t.baselineRows = seq, e.CommitLSN, 0
+	case commitment.OpBaseline:
+		if ok {
+			t.baselineRows++
+		}
+	case commitment.OpSchema:
+		t.schemaCommit, t.hasSchemaCommit = commitment.Commitment{}, e.DataCommit != nil
+		if e.DataCommit != nil {
+			t.schemaCommit = *e.DataCommit
+		}
+	}
+	t.protection = next
+	if resets(e.Op, t.mode) {
+		t.expected = newExpected(t.name, t.buckets)
+		t.resetSeq, t.hasReset = seq, true
+		return
+	}
+	t.expected.applyDigest(t.name, t.mode, seq, e)
+}
+
+// applyDigest applies the entry at seq to the state digest. An entry the digest
+// cannot take does not reject anything: the log records what happened
+// whatever it is; the digest stops following the log and says why,
+// deterministically on every replica.
+func (x *expected) applyDigest(name string, tableMode witnessv1.TableMode, seq uint64, e *commitment.Entry) {
+	if x.unavailable {
 		return
 	}
 	c := statedigest.ChangeOf(e)
-	mode := statedigest.Mode(t.mode)
+	mode := statedigest.Mode(tableMode)
 	if mode == statedigest.Mutable && (c.Op == commitment.OpUpdate || c.Op == commitment.OpDelete) && c.OldData.IsZero() {
-		t.markUnavailable(seq, fmt.Sprintf("entry %d is a %v without old_data_commit; cdc-ingest sends it only for tables with REPLICA IDENTITY FULL: run ALTER TABLE %s REPLICA IDENTITY FULL, then re-baseline the table", seq, c.Op, t.name))
+		x.markUnavailable(seq, fmt.Sprintf("entry %d is a %v without old_data_commit; cdc-ingest sends it only for tables with REPLICA IDENTITY FULL: run ALTER TABLE %s REPLICA IDENTITY FULL, then re-baseline the table", seq, c.Op, name))
 		return
 	}
-	switch err := t.digest.Apply(c, mode); {
+	switch err := x.digest.Apply(c, mode); {
 	case errors.Is(err, statedigest.ErrUnderflow):
-		t.markUnavailable(seq, fmt.Sprintf("entry %d removes a row from an empty bucket (%v): the log does not hold the table's rows from a baseline; re-baseline the table", seq, err))
+		x.markUnavailable(seq, fmt.Sprintf("entry %d removes a row from an empty bucket (%v): the log does not hold the table's rows from a baseline; re-baseline the table", seq, err))
 	case err != nil:
-		t.markUnavailable(seq, fmt.Sprintf("entry %d cannot be applied (%v): cdc-ingest must send every commitment the op needs", seq, err))
+		x.markUnavailable(seq, fmt.Sprintf("entry %d cannot be applied (%v): cdc-ingest must send every commitment the op needs", seq, err))
 	}
 }
 
-func (t *table) markUnavailable(seq uint64, reason string) {
-	t.unavailable, t.unavailableSeq, t.unavailableReason = true, seq, reason
+func (x *expected) markUnavailable(seq uint64, reason string) {
+	x.unavailable, x.unavailableSeq, x.unavailableReason = true, seq, reason
+}
+
+// checkProtection walks the batch through the protection rules from the
+// table's current state, skipping the replays Apply will skip, and
+// rejects the whole batch at the first entry its state does not admit.
+func (t *table) checkProtection(batch []*witnessv1.Entry) error {
+	p, seq := t.protection, t.log.Size()
+	epochSeq, epochLSN := t.epochSeq, t.baselineLSN
+	for i, e := range batch {
+		if t.hasLast && !positionOf(e).After(t.last) {
+			continue
+		}
+		op := commitment.Op(e.GetOp())
+		next, ok := transition(p, op)
+		if !ok {
+			return protectionError(t.name, i, seq, e, p, epochSeq, epochLSN)
+		}
+		if op == commitment.OpProtect {
+			epochSeq, epochLSN = seq, e.GetCommitLsn()
+		}
+		p = next
+		seq++
+	}
+	return nil
+}
+
+// protectionError says which entry was refused, in which state, and what
+// the client has to do instead.
+func protectionError(name string, i int, seq uint64, e *witnessv1.Entry, p witnessv1.Protection, epochSeq, epochLSN uint64) error {
+	op := commitment.Op(e.GetOp())
+	at := fmt.Sprintf("entry %d of the batch (%v at commit_lsn %s, tx_index %d; it would be seq %d)", i, op, formatLSN(e.GetCommitLsn()), e.GetTxIndex(), seq)
+	switch {
+	case op == commitment.OpBaseline:
+		return fmt.Errorf("%w: %s: table %s is %s, and BASELINE entries belong only to a baseline, between a PROTECT and the SCHEMA that ends it; run the protect flow from its start (PROTECT, BASELINE rows, SCHEMA)", ErrProtection, at, name, protectionName(p))
+	case p == witnessv1.Protection_PROTECTION_BASELINING:
+		return fmt.Errorf("%w: %s: table %s is baselining (the epoch started by the PROTECT at seq %d, commit_lsn %s) and accepts no changes until the baseline's SCHEMA entry ends it; send the rest of the baseline and its SCHEMA first, or restart the protect flow with a new PROTECT", ErrProtection, at, name, epochSeq, formatLSN(epochLSN))
+	default:
+		return fmt.Errorf("%w: %s: table %s is %s and accepts no changes; protect it again (PROTECT, its BASELINE rows, SCHEMA) before sending its changes", ErrProtection, at, name, protectionName(p))
+	}
+}
+
+func protectionName(p witnessv1.Protection) string {
+	switch p {
+	case witnessv1.Protection_PROTECTION_UNSPECIFIED:
+		return "not protected by an epoch (PROTECTION_UNSPECIFIED)"
+	case witnessv1.Protection_PROTECTION_BASELINING:
+		return "baselining"
+	case witnessv1.Protection_PROTECTION_PROTECTED:
+		return "protected"
+	case witnessv1.Protection_PROTECTION_UNPROTECTED:
+		return "unprotected"
+	}
+	return p.String()
+}
+
+// formatLSN writes a WAL position as PostgreSQL does (X/X, hexadecimal).
+func formatLSN(lsn uint64) string {
+	return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn))
 }
 
 // state is everything a snapshot captures.
@@ -353,6 +532,9 @@ func (f *FSM) applyAppend(index uint64, at int64, c *witnessv1.AppendCommand) *R
 	if err := ValidateEntries(c.GetEntries()); err != nil {
 		return f.reject(index, at, t.name, err)
 	}
+	if err := t.checkProtection(c.GetEntries()); err != nil {
+		return f.reject(index, at, t.name, err)
+	}
 	res := &Result{}
 	for _, e := range c.GetEntries() {
 		p := positionOf(e)
@@ -379,7 +561,7 @@ func (f *FSM) applyAppend(index uint64, at int64, c *witnessv1.AppendCommand) *R
 			panic(fmt.Sprintf("witness fsm: raft log %d: append to %s: %v", index, t.name, err))
 		}
 		t.entries = ce.AppendEncode(t.entries)
-		t.applyDigest(ce.Seq, &ce)
+		t.apply(ce.Seq, &ce)
 		t.last, t.hasLast = p, true
 		res.Appended++
 	}
@@ -436,8 +618,10 @@ func (f *FSM) Table(name string) (*View, error) {
 // caller owns. Going back costs one entry decode and one LtHash expansion
 // per entry after asOf, plus copying the digest (about 2 MiB at the
 // default bucket count); the FSM lock is held only for the copy. It fails
-// with ErrUnknownTable, ErrOutOfRange (asOf beyond the log) or
-// ErrDigestUnavailable.
+// with ErrUnknownTable, ErrOutOfRange (asOf beyond the log),
+// ErrDigestUnavailable, or ErrBeforeReset (which wraps it) when asOf is at
+// or below the seq of the last entry that reset the expected state: the
+// state before that entry is not kept.
 func (f *FSM) StateDigest(name string, asOf uint64) (*statedigest.Digest, uint64, error) {
 	f.mu.RLock()
 	t, ok := f.st.tables[name]
@@ -452,17 +636,29 @@ func (f *FSM) StateDigest(name string, asOf uint64) (*statedigest.Digest, uint64
 	size := t.log.Size()
 	mode := statedigest.Mode(t.mode)
 	entries := t.entries[:size*commitment.EntrySize]
+	if asOf == 0 {
+		asOf = size
+	}
+	if asOf > size {
+		f.mu.RUnlock()
+		return nil, 0, fmt.Errorf("%w: as_of_size %d, log of %s has %d entries on this node", ErrOutOfRange, asOf, name, size)
+	}
+	// The digest holds only what followed the last reset, so it can be
+	// rewound to any size after that entry; the entries walked back,
+	// [asOf, size), then never include a reset.
+	if t.hasReset && asOf <= t.resetSeq {
+		resetSeq := t.resetSeq
+		f.mu.RUnlock()
+		return nil, 0, beforeResetError(name, asOf, resetSeq, entries)
+	}
 	// Bringing the live digest's cached tree up to date first means the
 	// copy rehashes only the buckets the later changes touch, and the next
 	// call only those changed since this one.
 	t.digest.Root()
 	d := t.digest.Clone()
 	f.mu.RUnlock()
-	if asOf == 0 || asOf == size {
+	if asOf == size {
 		return d, size, nil
-	}
-	if asOf > size {
-		return nil, 0, fmt.Errorf("%w: as_of_size %d, log of %s has %d entries on this node", ErrOutOfRange, asOf, name, size)
 	}
 	var decodeErr error
 	later := func(yield func(statedigest.Change) bool) {
@@ -485,6 +681,20 @@ func (f *FSM) StateDigest(name string, asOf uint64) (*statedigest.Digest, uint64
 		return nil, 0, fmt.Errorf("state digest of %s as of %d: %w", name, asOf, err)
 	}
 	return old, asOf, nil
+}
+
+// beforeResetError names the entry that reset a table's expected state
+// after the size asked for.
+func beforeResetError(name string, asOf, resetSeq uint64, entries []byte) error {
+	e, err := commitment.DecodeEntry(entries[resetSeq*commitment.EntrySize : (resetSeq+1)*commitment.EntrySize])
+	if err != nil {
+		return fmt.Errorf("entry %d of %s: %w", resetSeq, name, err)
+	}
+	what := "reset its expected state to empty"
+	if e.Op == commitment.OpProtect {
+		what = "started a new protection epoch, which resets the expected state to empty"
+	}
+	return fmt.Errorf("%w: table %s as of size %d: entry %d (%v at commit_lsn %s, tx_index %d) %s and the state before it is not kept; ask for a size above %d, or 0 for the current one", ErrBeforeReset, name, asOf, resetSeq, e.Op, formatLSN(e.CommitLSN), e.TxIndex, what, resetSeq)
 }
 
 // View is a table frozen at one size.

@@ -19,10 +19,10 @@ import (
 	"github.com/witnz/witnz/libs/tlog"
 )
 
-// Snapshot layout, version 2 (integers big-endian; "bytes" is a uint32
+// Snapshot layout, version 4 (integers big-endian; "bytes" is a uint32
 // length followed by that many bytes):
 //
-//	magic "wzfsm\x00\x00\x02"
+//	magic "wzfsm\x00\x00\x04"
 //	applied     uint64   last Raft index applied
 //	rejected    uint64   rejections in all
 //	nrej        uint32   then nrej × bytes (witness.v1.Rejection, protobuf)
@@ -38,23 +38,43 @@ import (
 //	  log       uint64 length, then tlog serialization at size
 //	  digest    uint64 length, then statedigest encoding (MarshalBinary)
 //	  unavailable uint8, unavailable_seq uint64, reason bytes
-//	end         "wzend\x00\x00\x02"
+//	  protection  uint32   witness.v1.Protection
+//	  epoch_seq   uint64, baseline_lsn uint64, baseline_rows uint64
+//	  has_schema  uint8, schema_commit [32]byte (zeros when has_schema is 0)
+//	  has_reset   uint8, reset_seq uint64
+//	end         "wzend\x00\x00\x04"
 //	checksum    SHA-256 of everything before it
 //
-// Version 1 is the same without the digest and unavailable fields, with
-// magic and end marker ending in \x01. Restore still reads it, rebuilding
-// each digest from the entries; Persist writes version 2 only.
+// Version 3 has the same layout, but its digests hold LtHash states of
+// expansion version 1 (SHAKE-128; libs/lthash); version 4 digests hold
+// expansion version 2. Version 2 is the same without the fields from
+// protection on, with magic and end marker ending in \x02; version 1 also
+// lacks the digest and unavailable fields and ends in \x01. Restore reads
+// all four; Persist writes version 4 only. The digests of versions 2 and 3
+// cannot be compared with today's expansion: they are rebuilt from the
+// entries, like version 1's, and only version 4 digests are checked.
 //
 // Restore verifies the checksum, decodes every entry strictly and checks it
 // against the log: its seq, its leaf hash, and the recorded root and chain
-// head. It then replays the entries into a fresh state digest and requires
-// the recorded digest and unavailable fields to equal the result: one
-// LtHash expansion (SHAKE-128, 2 KiB of output) per row entry, about 8 µs,
-// so some 8 s per million entries on one core, plus the digest encodings
-// (about 2 MiB per table at the default bucket count) read and compared.
+// head. It then replays the entries through the rules Apply uses (protection
+// epochs, resets, state digest) and requires the recorded fields to equal
+// the result: one LtHash expansion (2 KiB of output) per row entry, about
+// 0.35 µs, so some 0.4 s per million entries on one core, plus the
+// digest encodings (about 2 MiB per table at the default bucket count) read
+// and compared. The state restored is always the replay's, so a replica
+// restored from an older version agrees with one that applied the same
+// entries. A version 2 digest was built without the resets (PROTECT and
+// mutable TRUNCATE changed nothing then): it is checked against a replay
+// without them, and then replaced by the replay with them. Tables of
+// versions 1 and 2 come back in the protection state their entries give,
+// PROTECTION_UNSPECIFIED with zero epoch fields for logs without PROTECT.
 var (
-	snapMagic   = []byte("wzfsm\x00\x00\x02")
-	snapEnd     = []byte("wzend\x00\x00\x02")
+	snapMagic   = []byte("wzfsm\x00\x00\x04")
+	snapEnd     = []byte("wzend\x00\x00\x04")
+	snapMagicV3 = []byte("wzfsm\x00\x00\x03")
+	snapEndV3   = []byte("wzend\x00\x00\x03")
+	snapMagicV2 = []byte("wzfsm\x00\x00\x02")
+	snapEndV2   = []byte("wzend\x00\x00\x02")
 	snapMagicV1 = []byte("wzfsm\x00\x00\x01")
 	snapEndV1   = []byte("wzend\x00\x00\x01")
 )
@@ -156,6 +176,14 @@ func (s *snapshot) writeTo(dst io.Writer) error {
 		w.u8(boolByte(t.info.DigestUnavailable))
 		w.u64(t.info.UnavailableSeq)
 		w.bytes([]byte(t.unavailableReason))
+		w.u32(uint32(t.info.Protection))
+		w.u64(t.info.EpochSeq)
+		w.u64(t.info.BaselineLSN)
+		w.u64(t.info.BaselineRows)
+		w.u8(boolByte(t.info.HasSchemaCommit))
+		w.write(t.info.SchemaCommit[:])
+		w.u8(boolByte(t.info.HasReset))
+		w.u64(t.info.ResetSeq)
 	}
 	w.write(snapEnd)
 	w.write(w.sum.Sum(nil))
@@ -209,6 +237,16 @@ func (r *reader) u64() uint64 {
 	}
 	return binary.BigEndian.Uint64(r.buf[:8])
 }
+
+// flag reads a uint8 that must be 0 or 1.
+func (r *reader) flag(table, what string) bool {
+	v := r.u8()
+	if r.err == nil && v > 1 {
+		r.err = fmt.Errorf("%w: table %q: %s flag %d", ErrBadSnapshot, table, what, v)
+	}
+	return v == 1
+}
+
 func (r *reader) bytes(limit uint32) []byte {
 	n := r.u32()
 	if r.err != nil {
@@ -246,7 +284,11 @@ func readSnapshot(src io.Reader) (*state, error) {
 	case r.err != nil:
 		return nil, r.err
 	case bytes.Equal(magic, snapMagic):
-		version = 2
+		version = 4
+	case bytes.Equal(magic, snapMagicV3):
+		version, wantEnd = 3, snapEndV3
+	case bytes.Equal(magic, snapMagicV2):
+		version, wantEnd = 2, snapEndV2
 	case bytes.Equal(magic, snapMagicV1):
 		version, wantEnd = 1, snapEndV1
 	default:
@@ -341,6 +383,7 @@ func readTable(r *reader, version int) (*table, error) {
 		unavailable     bool
 		unavailableSeq  uint64
 		unavailableText string
+		recorded        TableInfo
 	)
 	if version >= 2 {
 		n := r.u64()
@@ -348,16 +391,22 @@ func readTable(r *reader, version int) (*table, error) {
 			return nil, fmt.Errorf("%w: table %q: digest of %d bytes for %d buckets, want %d", ErrBadSnapshot, t.name, n, t.buckets, want)
 		}
 		digestEnc = r.readN(n)
-		flag := r.u8()
+		unavailable = r.flag(t.name, "unavailable")
 		unavailableSeq = r.u64()
 		unavailableText = string(r.bytes(maxSnapRecord))
-		if r.err != nil {
-			return nil, r.err
-		}
-		if flag > 1 {
-			return nil, fmt.Errorf("%w: table %q: unavailable flag %d", ErrBadSnapshot, t.name, flag)
-		}
-		unavailable = flag == 1
+	}
+	if version >= 3 {
+		recorded.Protection = witnessv1.Protection(r.u32())
+		recorded.EpochSeq = r.u64()
+		recorded.BaselineLSN = r.u64()
+		recorded.BaselineRows = r.u64()
+		recorded.HasSchemaCommit = r.flag(t.name, "schema commitment")
+		r.full(recorded.SchemaCommit[:])
+		recorded.HasReset = r.flag(t.name, "reset")
+		recorded.ResetSeq = r.u64()
+	}
+	if r.err != nil {
+		return nil, r.err
 	}
 	log, err := tlog.Unmarshal(blob)
 	if err != nil {
@@ -368,9 +417,8 @@ func readTable(r *reader, version int) (*table, error) {
 	if st.Size != size || st.Root != root || st.ChainHead != chain {
 		return nil, fmt.Errorf("%w: table %q: log is at size %d root %x, snapshot records size %d root %x", ErrBadSnapshot, t.name, st.Size, st.Root, size, root)
 	}
-	// The digest is rebuilt from the entries, as Apply built it.
-	fresh := newTable(t.name, t.mode, t.buckets)
-	t.digest = fresh.digest
+	// Everything else is rebuilt from the entries, as Apply built it.
+	t.expected = newExpected(t.name, t.buckets)
 	var prev Position
 	for seq := uint64(0); seq < size; seq++ {
 		enc := t.entries[seq*commitment.EntrySize : (seq+1)*commitment.EntrySize]
@@ -387,7 +435,7 @@ func readTable(r *reader, version int) (*table, error) {
 			return nil, fmt.Errorf("%w: table %q entry %d is out of order", ErrBadSnapshot, t.name, seq)
 		}
 		prev = p
-		t.applyDigest(seq, e)
+		t.apply(seq, e)
 	}
 	if size > 0 && (!t.hasLast || t.last != prev) {
 		return nil, fmt.Errorf("%w: table %q: recorded last position does not match its last entry", ErrBadSnapshot, t.name)
@@ -397,12 +445,43 @@ func readTable(r *reader, version int) (*table, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: table %q: %v", ErrBadSnapshot, t.name, err)
 		}
-		if !stored.Equal(t.digest) {
+		want := &t.expected
+		if version == 2 && t.hasReset {
+			legacy, err := replayWithoutResets(t)
+			if err != nil {
+				return nil, err
+			}
+			want = legacy
+		}
+		if version >= 4 && !stored.Equal(want.digest) {
 			return nil, fmt.Errorf("%w: table %q: recorded state digest differs from the one its entries produce", ErrBadSnapshot, t.name)
 		}
-		if unavailable != t.unavailable || unavailableSeq != t.unavailableSeq || unavailableText != t.unavailableReason {
+		if unavailable != want.unavailable || unavailableSeq != want.unavailableSeq || unavailableText != want.unavailableReason {
 			return nil, fmt.Errorf("%w: table %q: recorded digest availability differs from the one its entries produce", ErrBadSnapshot, t.name)
 		}
 	}
+	if version >= 3 {
+		got := t.info()
+		if recorded.Protection != got.Protection || recorded.EpochSeq != got.EpochSeq || recorded.BaselineLSN != got.BaselineLSN ||
+			recorded.BaselineRows != got.BaselineRows || recorded.HasSchemaCommit != got.HasSchemaCommit || recorded.SchemaCommit != got.SchemaCommit ||
+			recorded.HasReset != got.HasReset || recorded.ResetSeq != got.ResetSeq {
+			return nil, fmt.Errorf("%w: table %q: recorded protection state differs from the one its entries produce", ErrBadSnapshot, t.name)
+		}
+	}
 	return t, nil
+}
+
+// replayWithoutResets rebuilds a table's expected state by the rules of
+// snapshot version 2, under which no entry reset it. The entries were
+// checked by the first replay.
+func replayWithoutResets(t *table) (*expected, error) {
+	x := newExpected(t.name, t.buckets)
+	for seq := uint64(0); seq < t.log.Size(); seq++ {
+		e, err := commitment.DecodeEntry(t.entries[seq*commitment.EntrySize : (seq+1)*commitment.EntrySize])
+		if err != nil {
+			return nil, fmt.Errorf("%w: table %q entry %d: %v", ErrBadSnapshot, t.name, seq, err)
+		}
+		x.applyDigest(t.name, t.mode, seq, e)
+	}
+	return &x, nil
 }

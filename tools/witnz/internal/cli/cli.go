@@ -37,6 +37,10 @@ var commands = []command{
 	{"pki", "`pki init`: create a development CA and every certificate", runPKI},
 	{"keygen", "create a commitment key (32 random bytes, 64 hex characters)", runKeygen},
 	{"witness", "`witness keygen`: create a witness's checkpoint cosigning key pair", runWitness},
+	{"init", "check PostgreSQL's prerequisites and create the publication and the replication slot", runInit},
+	{"protect", "`protect SCHEMA.TABLE [--mode append-only|mutable]`: start protecting a table (baseline + stream)", runProtect},
+	{"unprotect", "`unprotect SCHEMA.TABLE --reason TEXT`: stop protecting a table (logged and alerted)", runUnprotect},
+	{"accept", "`accept SCHEMA.TABLE --seq N --reason TEXT`: accept a logged UPDATE or DELETE (logged)", runAccept},
 	{"proof", "`proof verify BUNDLE --policy FILE`: check an evidence bundle offline", runProof},
 }
 

@@ -42,35 +42,18 @@ type gatewayConn struct {
 }
 
 func (g *gatewayFlags) connect(getenv env) (*gatewayConn, error) {
-	stackFile := firstNonEmpty(g.stackFile, getenv("WITNZ_STACK"))
-	explicit := stackFile != ""
-	if !explicit {
-		stackFile = defaultStackFile
-	}
-	var info stack.Info
-	i, err := stack.ReadInfo(stackFile)
-	switch {
-	case err == nil:
-		info = i
-	case errors.Is(err, fs.ErrNotExist) && !explicit:
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("stack file %s does not exist: start the local stack with `make up`, or pass --gateway and the --tls-* flags", stackFile)
-	default:
+	info, err := g.stack(getenv)
+	if err != nil {
 		return nil, err
 	}
 	url := firstNonEmpty(g.gateway, getenv("WITNZ_GATEWAY"), info.Gateway)
-	files := mtls.Files{
-		Cert: firstNonEmpty(g.cert, getenv("WITNZ_TLS_CERT"), info.TLS.Cert),
-		Key:  firstNonEmpty(g.key, getenv("WITNZ_TLS_KEY"), info.TLS.Key),
-		CA:   firstNonEmpty(g.ca, getenv("WITNZ_TLS_CA"), info.TLS.CA),
-	}
 	if url == "" {
 		return nil, fmt.Errorf("no gateway to ask: start the local stack with `make up` (it writes %s), or pass --gateway https://host:port (or set WITNZ_GATEWAY)", defaultStackFile)
 	}
 	if !strings.HasPrefix(url, "https://") {
 		return nil, fmt.Errorf("--gateway %q must be an https:// URL (the gateway speaks mutual TLS only)", url)
 	}
-	tlsCfg, err := mtls.Load(files)
+	tlsCfg, err := g.tls(getenv, info)
 	if err != nil {
 		return nil, err
 	}
@@ -83,6 +66,36 @@ func (g *gatewayFlags) connect(getenv env) (*gatewayConn, error) {
 		url:        url,
 		witnessIDs: ids,
 	}, nil
+}
+
+// stack reads the stack file named by --stack or WITNZ_STACK, else the
+// default one if it exists; without one, Info is empty.
+func (g *gatewayFlags) stack(getenv env) (stack.Info, error) {
+	stackFile := firstNonEmpty(g.stackFile, getenv("WITNZ_STACK"))
+	explicit := stackFile != ""
+	if !explicit {
+		stackFile = defaultStackFile
+	}
+	info, err := stack.ReadInfo(stackFile)
+	switch {
+	case err == nil:
+		return info, nil
+	case errors.Is(err, fs.ErrNotExist) && !explicit:
+		return stack.Info{}, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return info, fmt.Errorf("stack file %s does not exist: start the local stack with `make up`, or pass the service URL and the --tls-* flags", stackFile)
+	}
+	return info, err
+}
+
+// tls loads the operator's certificate from the flags, the environment or
+// the stack file.
+func (g *gatewayFlags) tls(getenv env, info stack.Info) (*mtls.Config, error) {
+	return mtls.Load(mtls.Files{
+		Cert: firstNonEmpty(g.cert, getenv("WITNZ_TLS_CERT"), info.TLS.Cert),
+		Key:  firstNonEmpty(g.key, getenv("WITNZ_TLS_KEY"), info.TLS.Key),
+		CA:   firstNonEmpty(g.ca, getenv("WITNZ_TLS_CA"), info.TLS.CA),
+	})
 }
 
 // callError turns an RPC failure into one line that says what to check.

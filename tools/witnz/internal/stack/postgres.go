@@ -185,8 +185,9 @@ func (pg *postgres) ready(ctx context.Context, _ int) error {
 	return nil
 }
 
-// setup creates the demo and alert databases and the demo table.
-func (pg *postgres) setup(ctx context.Context) error {
+// setup creates the demo and alert databases, the demo table and the
+// further protected tables.
+func (pg *postgres) setup(ctx context.Context, tables []Table) error {
 	conn, err := pgx.Connect(ctx, pg.DSN("postgres"))
 	if err != nil {
 		return err
@@ -210,6 +211,11 @@ func (pg *postgres) setup(ctx context.Context) error {
 	defer demo.Close(context.Background())
 	if _, err := demo.Exec(ctx, demoTableDDL); err != nil {
 		return fmt.Errorf("create %s: %w", DemoTable, err)
+	}
+	for _, t := range tables {
+		if _, err := demo.Exec(ctx, t.DDL); err != nil {
+			return fmt.Errorf("create %s: %w", t.Name, err)
+		}
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +48,21 @@ type Config struct {
 	StopTimeout time.Duration
 	// Backoff is the restart policy; zero means DefaultBackoff.
 	Backoff Backoff
+	// Tables are further tables of the demo database that cdc-ingest
+	// protects besides DemoTable.
+	Tables []Table
+}
+
+// Table is a further protected table of the demo database.
+type Table struct {
+	// Name is "schema.table".
+	Name string
+	// Mode is "append-only" (also when empty) or "mutable".
+	Mode string
+	// DDL creates the table before cdc-ingest starts. It runs on every
+	// start of the stack, so it must be idempotent (CREATE TABLE IF NOT
+	// EXISTS).
+	DDL string
 }
 
 // Binaries are the service executables a stack needs in Config.BinDir.
@@ -160,7 +176,7 @@ func (s *Stack) startPostgres(ctx context.Context, port int) (*postgres, error) 
 	if err := s.startGroup(ctx, pg.spec(s.logPath("postgres"))); err != nil {
 		return nil, err
 	}
-	if err := pg.setup(ctx); err != nil {
+	if err := pg.setup(ctx, s.cfg.Tables); err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	s.logf("postgres ready on 127.0.0.1:%d (databases %s, %s)", port, DemoDatabase, AlertDatabase)
@@ -227,14 +243,21 @@ func (s *Stack) startServices(ctx context.Context, pkiDir string, ports map[stri
 	for _, u := range witnessURLs {
 		witnessFlags = append(witnessFlags, "--witness", u)
 	}
+	protect := []string{"--protect", DemoTable + ":append-only"}
+	for _, t := range s.cfg.Tables {
+		mode := t.Mode
+		if mode == "" {
+			mode = "append-only"
+		}
+		protect = append(protect, "--protect", t.Name+":"+mode)
+	}
 	own := map[string][]string{
 		"alert": {"--pg-dsn", pg.DSN(AlertDatabase), "--redis-addr", redisAddr},
-		"cdc-ingest": append([]string{
+		"cdc-ingest": slices.Concat([]string{
 			"--pg-dsn", pg.DSN(DemoDatabase),
-			"--protect", DemoTable + ":append-only",
 			"--key-file", keyPath,
 			"--alert", url("alert"),
-		}, witnessFlags...),
+		}, protect, witnessFlags),
 		"gateway": append([]string{
 			"--ingest", url("cdc-ingest"),
 			"--alert", url("alert"),

@@ -23,6 +23,409 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ProtectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "schema.table"
+	Table string `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// Default append-only.
+	Mode          v1.TableMode `protobuf:"varint,2,opt,name=mode,proto3,enum=witnz.witness.v1.TableMode" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProtectRequest) Reset() {
+	*x = ProtectRequest{}
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProtectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProtectRequest) ProtoMessage() {}
+
+func (x *ProtectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProtectRequest.ProtoReflect.Descriptor instead.
+func (*ProtectRequest) Descriptor() ([]byte, []int) {
+	return file_witnz_ingest_v1_ingest_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ProtectRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *ProtectRequest) GetMode() v1.TableMode {
+	if x != nil {
+		return x.Mode
+	}
+	return v1.TableMode(0)
+}
+
+type ProtectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Mode  v1.TableMode           `protobuf:"varint,2,opt,name=mode,proto3,enum=witnz.witness.v1.TableMode" json:"mode,omitempty"`
+	// Rows committed as BASELINE entries.
+	BaselineRows uint64 `protobuf:"varint,3,opt,name=baseline_rows,json=baselineRows,proto3" json:"baseline_rows,omitempty"`
+	// Changes committed at or after this position stream from the slot;
+	// earlier ones are in the baseline. "X/Y".
+	SeamLsn string `protobuf:"bytes,4,opt,name=seam_lsn,json=seamLsn,proto3" json:"seam_lsn,omitempty"`
+	// Size of the table's witness log afterwards.
+	LogSize uint64 `protobuf:"varint,5,opt,name=log_size,json=logSize,proto3" json:"log_size,omitempty"`
+	// Set when the table was already protected: nothing was done.
+	AlreadyProtected bool  `protobuf:"varint,6,opt,name=already_protected,json=alreadyProtected,proto3" json:"already_protected,omitempty"`
+	DurationMs       int64 `protobuf:"varint,7,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ProtectResponse) Reset() {
+	*x = ProtectResponse{}
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProtectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProtectResponse) ProtoMessage() {}
+
+func (x *ProtectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProtectResponse.ProtoReflect.Descriptor instead.
+func (*ProtectResponse) Descriptor() ([]byte, []int) {
+	return file_witnz_ingest_v1_ingest_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ProtectResponse) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *ProtectResponse) GetMode() v1.TableMode {
+	if x != nil {
+		return x.Mode
+	}
+	return v1.TableMode(0)
+}
+
+func (x *ProtectResponse) GetBaselineRows() uint64 {
+	if x != nil {
+		return x.BaselineRows
+	}
+	return 0
+}
+
+func (x *ProtectResponse) GetSeamLsn() string {
+	if x != nil {
+		return x.SeamLsn
+	}
+	return ""
+}
+
+func (x *ProtectResponse) GetLogSize() uint64 {
+	if x != nil {
+		return x.LogSize
+	}
+	return 0
+}
+
+func (x *ProtectResponse) GetAlreadyProtected() bool {
+	if x != nil {
+		return x.AlreadyProtected
+	}
+	return false
+}
+
+func (x *ProtectResponse) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
+type UnprotectRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnprotectRequest) Reset() {
+	*x = UnprotectRequest{}
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnprotectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnprotectRequest) ProtoMessage() {}
+
+func (x *UnprotectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnprotectRequest.ProtoReflect.Descriptor instead.
+func (*UnprotectRequest) Descriptor() ([]byte, []int) {
+	return file_witnz_ingest_v1_ingest_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *UnprotectRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *UnprotectRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type UnprotectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// Position of the control message that ended protection. "X/Y".
+	Lsn           string `protobuf:"bytes,2,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	LogSize       uint64 `protobuf:"varint,3,opt,name=log_size,json=logSize,proto3" json:"log_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnprotectResponse) Reset() {
+	*x = UnprotectResponse{}
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnprotectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnprotectResponse) ProtoMessage() {}
+
+func (x *UnprotectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnprotectResponse.ProtoReflect.Descriptor instead.
+func (*UnprotectResponse) Descriptor() ([]byte, []int) {
+	return file_witnz_ingest_v1_ingest_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UnprotectResponse) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *UnprotectResponse) GetLsn() string {
+	if x != nil {
+		return x.Lsn
+	}
+	return ""
+}
+
+func (x *UnprotectResponse) GetLogSize() uint64 {
+	if x != nil {
+		return x.LogSize
+	}
+	return 0
+}
+
+type AcceptRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// Seq of the UPDATE or DELETE entry to accept.
+	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptRequest) Reset() {
+	*x = AcceptRequest{}
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptRequest) ProtoMessage() {}
+
+func (x *AcceptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptRequest.ProtoReflect.Descriptor instead.
+func (*AcceptRequest) Descriptor() ([]byte, []int) {
+	return file_witnz_ingest_v1_ingest_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AcceptRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *AcceptRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AcceptRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type AcceptResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Seq   uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The accepted entry's op: "UPDATE" or "DELETE".
+	Op string `protobuf:"bytes,3,opt,name=op,proto3" json:"op,omitempty"`
+	// Position of the control message. "X/Y".
+	Lsn           string `protobuf:"bytes,4,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	LogSize       uint64 `protobuf:"varint,5,opt,name=log_size,json=logSize,proto3" json:"log_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptResponse) Reset() {
+	*x = AcceptResponse{}
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptResponse) ProtoMessage() {}
+
+func (x *AcceptResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptResponse.ProtoReflect.Descriptor instead.
+func (*AcceptResponse) Descriptor() ([]byte, []int) {
+	return file_witnz_ingest_v1_ingest_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AcceptResponse) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *AcceptResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AcceptResponse) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *AcceptResponse) GetLsn() string {
+	if x != nil {
+		return x.Lsn
+	}
+	return ""
+}
+
+func (x *AcceptResponse) GetLogSize() uint64 {
+	if x != nil {
+		return x.LogSize
+	}
+	return 0
+}
+
 type GetStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -31,7 +434,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[0]
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -43,7 +446,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[0]
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -56,7 +459,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_ingest_v1_ingest_proto_rawDescGZIP(), []int{0}
+	return file_witnz_ingest_v1_ingest_proto_rawDescGZIP(), []int{6}
 }
 
 type ProtectedTable struct {
@@ -66,13 +469,18 @@ type ProtectedTable struct {
 	Mode v1.TableMode `protobuf:"varint,2,opt,name=mode,proto3,enum=witnz.witness.v1.TableMode" json:"mode,omitempty"`
 	// Entries this process has committed to the witness quorum for the table.
 	EntriesCommitted uint64 `protobuf:"varint,3,opt,name=entries_committed,json=entriesCommitted,proto3" json:"entries_committed,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// "protected", or "baselining" while its baseline is being committed.
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// The table's changes committed at or after this position are streamed;
+	// earlier ones are in its baseline. "X/Y".
+	SeamLsn       string `protobuf:"bytes,5,opt,name=seam_lsn,json=seamLsn,proto3" json:"seam_lsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProtectedTable) Reset() {
 	*x = ProtectedTable{}
-	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[1]
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -84,7 +492,7 @@ func (x *ProtectedTable) String() string {
 func (*ProtectedTable) ProtoMessage() {}
 
 func (x *ProtectedTable) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[1]
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -97,7 +505,7 @@ func (x *ProtectedTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProtectedTable.ProtoReflect.Descriptor instead.
 func (*ProtectedTable) Descriptor() ([]byte, []int) {
-	return file_witnz_ingest_v1_ingest_proto_rawDescGZIP(), []int{1}
+	return file_witnz_ingest_v1_ingest_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ProtectedTable) GetName() string {
@@ -119,6 +527,20 @@ func (x *ProtectedTable) GetEntriesCommitted() uint64 {
 		return x.EntriesCommitted
 	}
 	return 0
+}
+
+func (x *ProtectedTable) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ProtectedTable) GetSeamLsn() string {
+	if x != nil {
+		return x.SeamLsn
+	}
+	return ""
 }
 
 type GetStatusResponse struct {
@@ -143,7 +565,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[2]
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -155,7 +577,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[2]
+	mi := &file_witnz_ingest_v1_ingest_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -168,7 +590,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_ingest_v1_ingest_proto_rawDescGZIP(), []int{2}
+	return file_witnz_ingest_v1_ingest_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetStatusResponse) GetSlotName() string {
@@ -238,12 +660,43 @@ var File_witnz_ingest_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_witnz_ingest_v1_ingest_proto_rawDesc = "" +
 	"\n" +
-	"\x1cwitnz/ingest/v1/ingest.proto\x12\x0fwitnz.ingest.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ewitnz/witness/v1/witness.proto\"\x12\n" +
-	"\x10GetStatusRequest\"\x82\x01\n" +
+	"\x1cwitnz/ingest/v1/ingest.proto\x12\x0fwitnz.ingest.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ewitnz/witness/v1/witness.proto\"W\n" +
+	"\x0eProtectRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12/\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x1b.witnz.witness.v1.TableModeR\x04mode\"\x81\x02\n" +
+	"\x0fProtectResponse\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12/\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x1b.witnz.witness.v1.TableModeR\x04mode\x12#\n" +
+	"\rbaseline_rows\x18\x03 \x01(\x04R\fbaselineRows\x12\x19\n" +
+	"\bseam_lsn\x18\x04 \x01(\tR\aseamLsn\x12\x19\n" +
+	"\blog_size\x18\x05 \x01(\x04R\alogSize\x12+\n" +
+	"\x11already_protected\x18\x06 \x01(\bR\x10alreadyProtected\x12\x1f\n" +
+	"\vduration_ms\x18\a \x01(\x03R\n" +
+	"durationMs\"@\n" +
+	"\x10UnprotectRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"V\n" +
+	"\x11UnprotectResponse\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x10\n" +
+	"\x03lsn\x18\x02 \x01(\tR\x03lsn\x12\x19\n" +
+	"\blog_size\x18\x03 \x01(\x04R\alogSize\"O\n" +
+	"\rAcceptRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"u\n" +
+	"\x0eAcceptResponse\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x0e\n" +
+	"\x02op\x18\x03 \x01(\tR\x02op\x12\x10\n" +
+	"\x03lsn\x18\x04 \x01(\tR\x03lsn\x12\x19\n" +
+	"\blog_size\x18\x05 \x01(\x04R\alogSize\"\x12\n" +
+	"\x10GetStatusRequest\"\xb3\x01\n" +
 	"\x0eProtectedTable\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x1b.witnz.witness.v1.TableModeR\x04mode\x12+\n" +
-	"\x11entries_committed\x18\x03 \x01(\x04R\x10entriesCommitted\"\x80\x03\n" +
+	"\x11entries_committed\x18\x03 \x01(\x04R\x10entriesCommitted\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x19\n" +
+	"\bseam_lsn\x18\x05 \x01(\tR\aseamLsn\"\x80\x03\n" +
 	"\x11GetStatusResponse\x12\x1b\n" +
 	"\tslot_name\x18\x01 \x01(\tR\bslotName\x12 \n" +
 	"\vpublication\x18\x02 \x01(\tR\vpublication\x12\x1d\n" +
@@ -254,9 +707,12 @@ const file_witnz_ingest_v1_ingest_proto_rawDesc = "" +
 	"\tstreaming\x18\x06 \x01(\bR\tstreaming\x127\n" +
 	"\x06tables\x18\a \x03(\v2\x1f.witnz.ingest.v1.ProtectedTableR\x06tables\x12@\n" +
 	"\x0elast_commit_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\flastCommitAt\x12'\n" +
-	"\x0fpending_entries\x18\t \x01(\x04R\x0ependingEntries2h\n" +
+	"\x0fpending_entries\x18\t \x01(\x04R\x0ependingEntries2\xdb\x02\n" +
 	"\rIngestService\x12W\n" +
-	"\tGetStatus\x12!.witnz.ingest.v1.GetStatusRequest\x1a\".witnz.ingest.v1.GetStatusResponse\"\x03\x90\x02\x01B\xba\x01\n" +
+	"\tGetStatus\x12!.witnz.ingest.v1.GetStatusRequest\x1a\".witnz.ingest.v1.GetStatusResponse\"\x03\x90\x02\x01\x12N\n" +
+	"\aProtect\x12\x1f.witnz.ingest.v1.ProtectRequest\x1a .witnz.ingest.v1.ProtectResponse\"\x00\x12T\n" +
+	"\tUnprotect\x12!.witnz.ingest.v1.UnprotectRequest\x1a\".witnz.ingest.v1.UnprotectResponse\"\x00\x12K\n" +
+	"\x06Accept\x12\x1e.witnz.ingest.v1.AcceptRequest\x1a\x1f.witnz.ingest.v1.AcceptResponse\"\x00B\xba\x01\n" +
 	"\x13com.witnz.ingest.v1B\vIngestProtoP\x01Z8github.com/witnz/witnz/libs/gen/witnz/ingest/v1;ingestv1\xa2\x02\x03WIX\xaa\x02\x0fWitnz.Ingest.V1\xca\x02\x0fWitnz\\Ingest\\V1\xe2\x02\x1bWitnz\\Ingest\\V1\\GPBMetadata\xea\x02\x11Witnz::Ingest::V1b\x06proto3"
 
 var (
@@ -271,25 +727,39 @@ func file_witnz_ingest_v1_ingest_proto_rawDescGZIP() []byte {
 	return file_witnz_ingest_v1_ingest_proto_rawDescData
 }
 
-var file_witnz_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_witnz_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_witnz_ingest_v1_ingest_proto_goTypes = []any{
-	(*GetStatusRequest)(nil),      // 0: witnz.ingest.v1.GetStatusRequest
-	(*ProtectedTable)(nil),        // 1: witnz.ingest.v1.ProtectedTable
-	(*GetStatusResponse)(nil),     // 2: witnz.ingest.v1.GetStatusResponse
-	(v1.TableMode)(0),             // 3: witnz.witness.v1.TableMode
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*ProtectRequest)(nil),        // 0: witnz.ingest.v1.ProtectRequest
+	(*ProtectResponse)(nil),       // 1: witnz.ingest.v1.ProtectResponse
+	(*UnprotectRequest)(nil),      // 2: witnz.ingest.v1.UnprotectRequest
+	(*UnprotectResponse)(nil),     // 3: witnz.ingest.v1.UnprotectResponse
+	(*AcceptRequest)(nil),         // 4: witnz.ingest.v1.AcceptRequest
+	(*AcceptResponse)(nil),        // 5: witnz.ingest.v1.AcceptResponse
+	(*GetStatusRequest)(nil),      // 6: witnz.ingest.v1.GetStatusRequest
+	(*ProtectedTable)(nil),        // 7: witnz.ingest.v1.ProtectedTable
+	(*GetStatusResponse)(nil),     // 8: witnz.ingest.v1.GetStatusResponse
+	(v1.TableMode)(0),             // 9: witnz.witness.v1.TableMode
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_witnz_ingest_v1_ingest_proto_depIdxs = []int32{
-	3, // 0: witnz.ingest.v1.ProtectedTable.mode:type_name -> witnz.witness.v1.TableMode
-	1, // 1: witnz.ingest.v1.GetStatusResponse.tables:type_name -> witnz.ingest.v1.ProtectedTable
-	4, // 2: witnz.ingest.v1.GetStatusResponse.last_commit_at:type_name -> google.protobuf.Timestamp
-	0, // 3: witnz.ingest.v1.IngestService.GetStatus:input_type -> witnz.ingest.v1.GetStatusRequest
-	2, // 4: witnz.ingest.v1.IngestService.GetStatus:output_type -> witnz.ingest.v1.GetStatusResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	9,  // 0: witnz.ingest.v1.ProtectRequest.mode:type_name -> witnz.witness.v1.TableMode
+	9,  // 1: witnz.ingest.v1.ProtectResponse.mode:type_name -> witnz.witness.v1.TableMode
+	9,  // 2: witnz.ingest.v1.ProtectedTable.mode:type_name -> witnz.witness.v1.TableMode
+	7,  // 3: witnz.ingest.v1.GetStatusResponse.tables:type_name -> witnz.ingest.v1.ProtectedTable
+	10, // 4: witnz.ingest.v1.GetStatusResponse.last_commit_at:type_name -> google.protobuf.Timestamp
+	6,  // 5: witnz.ingest.v1.IngestService.GetStatus:input_type -> witnz.ingest.v1.GetStatusRequest
+	0,  // 6: witnz.ingest.v1.IngestService.Protect:input_type -> witnz.ingest.v1.ProtectRequest
+	2,  // 7: witnz.ingest.v1.IngestService.Unprotect:input_type -> witnz.ingest.v1.UnprotectRequest
+	4,  // 8: witnz.ingest.v1.IngestService.Accept:input_type -> witnz.ingest.v1.AcceptRequest
+	8,  // 9: witnz.ingest.v1.IngestService.GetStatus:output_type -> witnz.ingest.v1.GetStatusResponse
+	1,  // 10: witnz.ingest.v1.IngestService.Protect:output_type -> witnz.ingest.v1.ProtectResponse
+	3,  // 11: witnz.ingest.v1.IngestService.Unprotect:output_type -> witnz.ingest.v1.UnprotectResponse
+	5,  // 12: witnz.ingest.v1.IngestService.Accept:output_type -> witnz.ingest.v1.AcceptResponse
+	9,  // [9:13] is the sub-list for method output_type
+	5,  // [5:9] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_witnz_ingest_v1_ingest_proto_init() }
@@ -303,7 +773,7 @@ func file_witnz_ingest_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_witnz_ingest_v1_ingest_proto_rawDesc), len(file_witnz_ingest_v1_ingest_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -152,6 +152,66 @@ func (TableMode) EnumDescriptor() ([]byte, []int) {
 	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{1}
 }
 
+// Protection is where a table's log stands in its protection epochs.
+type Protection int32
+
+const (
+	// Registered and never protected (the state of tables logged before
+	// protection epochs existed): changes are accepted.
+	Protection_PROTECTION_UNSPECIFIED Protection = 0
+	// A PROTECT entry started an epoch; BASELINE entries follow until the
+	// SCHEMA entry that ends the baseline. Changes are rejected.
+	Protection_PROTECTION_BASELINING Protection = 1
+	// The baseline is complete: changes are accepted.
+	Protection_PROTECTION_PROTECTED Protection = 2
+	// An UNPROTECT entry ended protection: changes are rejected until a new
+	// PROTECT.
+	Protection_PROTECTION_UNPROTECTED Protection = 3
+)
+
+// Enum value maps for Protection.
+var (
+	Protection_name = map[int32]string{
+		0: "PROTECTION_UNSPECIFIED",
+		1: "PROTECTION_BASELINING",
+		2: "PROTECTION_PROTECTED",
+		3: "PROTECTION_UNPROTECTED",
+	}
+	Protection_value = map[string]int32{
+		"PROTECTION_UNSPECIFIED": 0,
+		"PROTECTION_BASELINING":  1,
+		"PROTECTION_PROTECTED":   2,
+		"PROTECTION_UNPROTECTED": 3,
+	}
+)
+
+func (x Protection) Enum() *Protection {
+	p := new(Protection)
+	*p = x
+	return p
+}
+
+func (x Protection) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Protection) Descriptor() protoreflect.EnumDescriptor {
+	return file_witnz_witness_v1_witness_proto_enumTypes[2].Descriptor()
+}
+
+func (Protection) Type() protoreflect.EnumType {
+	return &file_witnz_witness_v1_witness_proto_enumTypes[2]
+}
+
+func (x Protection) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Protection.Descriptor instead.
+func (Protection) EnumDescriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{2}
+}
+
 // Entry is one logged change, as cdc-ingest submits it. The witness assigns
 // the sequence number; (commit_lsn, tx_index) orders entries within a table
 // and makes replays after a crash detectable.
@@ -623,7 +683,13 @@ type TableInfo struct {
 	ChainHead []byte                 `protobuf:"bytes,5,opt,name=chain_head,json=chainHead,proto3" json:"chain_head,omitempty"`
 	Buckets   uint32                 `protobuf:"varint,6,opt,name=buckets,proto3" json:"buckets,omitempty"`
 	// Highest (commit_lsn) applied for the table.
-	LastCommitLsn uint64 `protobuf:"varint,7,opt,name=last_commit_lsn,json=lastCommitLsn,proto3" json:"last_commit_lsn,omitempty"`
+	LastCommitLsn uint64     `protobuf:"varint,7,opt,name=last_commit_lsn,json=lastCommitLsn,proto3" json:"last_commit_lsn,omitempty"`
+	Protection    Protection `protobuf:"varint,8,opt,name=protection,proto3,enum=witnz.witness.v1.Protection" json:"protection,omitempty"`
+	EpochSeq      uint64     `protobuf:"varint,9,opt,name=epoch_seq,json=epochSeq,proto3" json:"epoch_seq,omitempty"`              // seq of the current epoch's PROTECT entry
+	BaselineLsn   uint64     `protobuf:"varint,10,opt,name=baseline_lsn,json=baselineLsn,proto3" json:"baseline_lsn,omitempty"`    // its commit_lsn (B); the decoder's seam is B + 1
+	BaselineRows  uint64     `protobuf:"varint,11,opt,name=baseline_rows,json=baselineRows,proto3" json:"baseline_rows,omitempty"` // BASELINE entries of the current epoch (set when it completes)
+	SchemaCommit  []byte     `protobuf:"bytes,12,opt,name=schema_commit,json=schemaCommit,proto3" json:"schema_commit,omitempty"`  // data_commit of the last SCHEMA entry, empty if none
+	LastTxIndex   uint32     `protobuf:"varint,13,opt,name=last_tx_index,json=lastTxIndex,proto3" json:"last_tx_index,omitempty"`  // tx_index of the last applied entry (with last_commit_lsn)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +769,48 @@ func (x *TableInfo) GetBuckets() uint32 {
 func (x *TableInfo) GetLastCommitLsn() uint64 {
 	if x != nil {
 		return x.LastCommitLsn
+	}
+	return 0
+}
+
+func (x *TableInfo) GetProtection() Protection {
+	if x != nil {
+		return x.Protection
+	}
+	return Protection_PROTECTION_UNSPECIFIED
+}
+
+func (x *TableInfo) GetEpochSeq() uint64 {
+	if x != nil {
+		return x.EpochSeq
+	}
+	return 0
+}
+
+func (x *TableInfo) GetBaselineLsn() uint64 {
+	if x != nil {
+		return x.BaselineLsn
+	}
+	return 0
+}
+
+func (x *TableInfo) GetBaselineRows() uint64 {
+	if x != nil {
+		return x.BaselineRows
+	}
+	return 0
+}
+
+func (x *TableInfo) GetSchemaCommit() []byte {
+	if x != nil {
+		return x.SchemaCommit
+	}
+	return nil
+}
+
+func (x *TableInfo) GetLastTxIndex() uint32 {
+	if x != nil {
+		return x.LastTxIndex
 	}
 	return 0
 }
@@ -1608,7 +1716,7 @@ const file_witnz_witness_v1_witness_proto_rawDesc = "" +
 	"\x15RegisterTableResponse\x121\n" +
 	"\x05table\x18\x01 \x01(\v2\x1b.witnz.witness.v1.TableInfoR\x05table\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\"\x12\n" +
-	"\x10GetStatusRequest\"\xd9\x01\n" +
+	"\x10GetStatusRequest\"\xc5\x03\n" +
 	"\tTableInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x1b.witnz.witness.v1.TableModeR\x04mode\x12\x12\n" +
@@ -1617,7 +1725,16 @@ const file_witnz_witness_v1_witness_proto_rawDesc = "" +
 	"\n" +
 	"chain_head\x18\x05 \x01(\fR\tchainHead\x12\x18\n" +
 	"\abuckets\x18\x06 \x01(\rR\abuckets\x12&\n" +
-	"\x0flast_commit_lsn\x18\a \x01(\x04R\rlastCommitLsn\"\x8a\x01\n" +
+	"\x0flast_commit_lsn\x18\a \x01(\x04R\rlastCommitLsn\x12<\n" +
+	"\n" +
+	"protection\x18\b \x01(\x0e2\x1c.witnz.witness.v1.ProtectionR\n" +
+	"protection\x12\x1b\n" +
+	"\tepoch_seq\x18\t \x01(\x04R\bepochSeq\x12!\n" +
+	"\fbaseline_lsn\x18\n" +
+	" \x01(\x04R\vbaselineLsn\x12#\n" +
+	"\rbaseline_rows\x18\v \x01(\x04R\fbaselineRows\x12#\n" +
+	"\rschema_commit\x18\f \x01(\fR\fschemaCommit\x12\"\n" +
+	"\rlast_tx_index\x18\r \x01(\rR\vlastTxIndex\"\x8a\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
@@ -1701,7 +1818,13 @@ const file_witnz_witness_v1_witness_proto_rawDesc = "" +
 	"\tTableMode\x12\x1a\n" +
 	"\x16TABLE_MODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16TABLE_MODE_APPEND_ONLY\x10\x01\x12\x16\n" +
-	"\x12TABLE_MODE_MUTABLE\x10\x022\xbb\x06\n" +
+	"\x12TABLE_MODE_MUTABLE\x10\x02*y\n" +
+	"\n" +
+	"Protection\x12\x1a\n" +
+	"\x16PROTECTION_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15PROTECTION_BASELINING\x10\x01\x12\x18\n" +
+	"\x14PROTECTION_PROTECTED\x10\x02\x12\x1a\n" +
+	"\x16PROTECTION_UNPROTECTED\x10\x032\xbb\x06\n" +
 	"\x0eWitnessService\x12M\n" +
 	"\x06Append\x12\x1f.witnz.witness.v1.AppendRequest\x1a .witnz.witness.v1.AppendResponse\"\x00\x12b\n" +
 	"\rRegisterTable\x12&.witnz.witness.v1.RegisterTableRequest\x1a'.witnz.witness.v1.RegisterTableResponse\"\x00\x12Y\n" +
@@ -1726,67 +1849,69 @@ func file_witnz_witness_v1_witness_proto_rawDescGZIP() []byte {
 	return file_witnz_witness_v1_witness_proto_rawDescData
 }
 
-var file_witnz_witness_v1_witness_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_witnz_witness_v1_witness_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_witnz_witness_v1_witness_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_witnz_witness_v1_witness_proto_goTypes = []any{
 	(Op)(0),                             // 0: witnz.witness.v1.Op
 	(TableMode)(0),                      // 1: witnz.witness.v1.TableMode
-	(*Entry)(nil),                       // 2: witnz.witness.v1.Entry
-	(*LoggedEntry)(nil),                 // 3: witnz.witness.v1.LoggedEntry
-	(*AppendRequest)(nil),               // 4: witnz.witness.v1.AppendRequest
-	(*AppendResponse)(nil),              // 5: witnz.witness.v1.AppendResponse
-	(*RegisterTableRequest)(nil),        // 6: witnz.witness.v1.RegisterTableRequest
-	(*RegisterTableResponse)(nil),       // 7: witnz.witness.v1.RegisterTableResponse
-	(*GetStatusRequest)(nil),            // 8: witnz.witness.v1.GetStatusRequest
-	(*TableInfo)(nil),                   // 9: witnz.witness.v1.TableInfo
-	(*Member)(nil),                      // 10: witnz.witness.v1.Member
-	(*GetStatusResponse)(nil),           // 11: witnz.witness.v1.GetStatusResponse
-	(*GetEntriesRequest)(nil),           // 12: witnz.witness.v1.GetEntriesRequest
-	(*GetEntriesResponse)(nil),          // 13: witnz.witness.v1.GetEntriesResponse
-	(*GetInclusionProofRequest)(nil),    // 14: witnz.witness.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),   // 15: witnz.witness.v1.GetInclusionProofResponse
-	(*GetConsistencyProofRequest)(nil),  // 16: witnz.witness.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil), // 17: witnz.witness.v1.GetConsistencyProofResponse
-	(*GetCheckpointRequest)(nil),        // 18: witnz.witness.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),       // 19: witnz.witness.v1.GetCheckpointResponse
-	(*GetStateDigestRequest)(nil),       // 20: witnz.witness.v1.GetStateDigestRequest
-	(*BucketDigest)(nil),                // 21: witnz.witness.v1.BucketDigest
-	(*GetStateDigestResponse)(nil),      // 22: witnz.witness.v1.GetStateDigestResponse
-	(*timestamppb.Timestamp)(nil),       // 23: google.protobuf.Timestamp
+	(Protection)(0),                     // 2: witnz.witness.v1.Protection
+	(*Entry)(nil),                       // 3: witnz.witness.v1.Entry
+	(*LoggedEntry)(nil),                 // 4: witnz.witness.v1.LoggedEntry
+	(*AppendRequest)(nil),               // 5: witnz.witness.v1.AppendRequest
+	(*AppendResponse)(nil),              // 6: witnz.witness.v1.AppendResponse
+	(*RegisterTableRequest)(nil),        // 7: witnz.witness.v1.RegisterTableRequest
+	(*RegisterTableResponse)(nil),       // 8: witnz.witness.v1.RegisterTableResponse
+	(*GetStatusRequest)(nil),            // 9: witnz.witness.v1.GetStatusRequest
+	(*TableInfo)(nil),                   // 10: witnz.witness.v1.TableInfo
+	(*Member)(nil),                      // 11: witnz.witness.v1.Member
+	(*GetStatusResponse)(nil),           // 12: witnz.witness.v1.GetStatusResponse
+	(*GetEntriesRequest)(nil),           // 13: witnz.witness.v1.GetEntriesRequest
+	(*GetEntriesResponse)(nil),          // 14: witnz.witness.v1.GetEntriesResponse
+	(*GetInclusionProofRequest)(nil),    // 15: witnz.witness.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),   // 16: witnz.witness.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),  // 17: witnz.witness.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil), // 18: witnz.witness.v1.GetConsistencyProofResponse
+	(*GetCheckpointRequest)(nil),        // 19: witnz.witness.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),       // 20: witnz.witness.v1.GetCheckpointResponse
+	(*GetStateDigestRequest)(nil),       // 21: witnz.witness.v1.GetStateDigestRequest
+	(*BucketDigest)(nil),                // 22: witnz.witness.v1.BucketDigest
+	(*GetStateDigestResponse)(nil),      // 23: witnz.witness.v1.GetStateDigestResponse
+	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
 }
 var file_witnz_witness_v1_witness_proto_depIdxs = []int32{
 	0,  // 0: witnz.witness.v1.Entry.op:type_name -> witnz.witness.v1.Op
-	2,  // 1: witnz.witness.v1.LoggedEntry.entry:type_name -> witnz.witness.v1.Entry
-	2,  // 2: witnz.witness.v1.AppendRequest.entries:type_name -> witnz.witness.v1.Entry
+	3,  // 1: witnz.witness.v1.LoggedEntry.entry:type_name -> witnz.witness.v1.Entry
+	3,  // 2: witnz.witness.v1.AppendRequest.entries:type_name -> witnz.witness.v1.Entry
 	1,  // 3: witnz.witness.v1.RegisterTableRequest.mode:type_name -> witnz.witness.v1.TableMode
-	9,  // 4: witnz.witness.v1.RegisterTableResponse.table:type_name -> witnz.witness.v1.TableInfo
+	10, // 4: witnz.witness.v1.RegisterTableResponse.table:type_name -> witnz.witness.v1.TableInfo
 	1,  // 5: witnz.witness.v1.TableInfo.mode:type_name -> witnz.witness.v1.TableMode
-	10, // 6: witnz.witness.v1.GetStatusResponse.members:type_name -> witnz.witness.v1.Member
-	9,  // 7: witnz.witness.v1.GetStatusResponse.tables:type_name -> witnz.witness.v1.TableInfo
-	3,  // 8: witnz.witness.v1.GetEntriesResponse.entries:type_name -> witnz.witness.v1.LoggedEntry
-	23, // 9: witnz.witness.v1.GetCheckpointResponse.created_at:type_name -> google.protobuf.Timestamp
-	21, // 10: witnz.witness.v1.GetStateDigestResponse.buckets:type_name -> witnz.witness.v1.BucketDigest
-	4,  // 11: witnz.witness.v1.WitnessService.Append:input_type -> witnz.witness.v1.AppendRequest
-	6,  // 12: witnz.witness.v1.WitnessService.RegisterTable:input_type -> witnz.witness.v1.RegisterTableRequest
-	8,  // 13: witnz.witness.v1.WitnessService.GetStatus:input_type -> witnz.witness.v1.GetStatusRequest
-	12, // 14: witnz.witness.v1.WitnessService.GetEntries:input_type -> witnz.witness.v1.GetEntriesRequest
-	14, // 15: witnz.witness.v1.WitnessService.GetInclusionProof:input_type -> witnz.witness.v1.GetInclusionProofRequest
-	16, // 16: witnz.witness.v1.WitnessService.GetConsistencyProof:input_type -> witnz.witness.v1.GetConsistencyProofRequest
-	18, // 17: witnz.witness.v1.WitnessService.GetCheckpoint:input_type -> witnz.witness.v1.GetCheckpointRequest
-	20, // 18: witnz.witness.v1.WitnessService.GetStateDigest:input_type -> witnz.witness.v1.GetStateDigestRequest
-	5,  // 19: witnz.witness.v1.WitnessService.Append:output_type -> witnz.witness.v1.AppendResponse
-	7,  // 20: witnz.witness.v1.WitnessService.RegisterTable:output_type -> witnz.witness.v1.RegisterTableResponse
-	11, // 21: witnz.witness.v1.WitnessService.GetStatus:output_type -> witnz.witness.v1.GetStatusResponse
-	13, // 22: witnz.witness.v1.WitnessService.GetEntries:output_type -> witnz.witness.v1.GetEntriesResponse
-	15, // 23: witnz.witness.v1.WitnessService.GetInclusionProof:output_type -> witnz.witness.v1.GetInclusionProofResponse
-	17, // 24: witnz.witness.v1.WitnessService.GetConsistencyProof:output_type -> witnz.witness.v1.GetConsistencyProofResponse
-	19, // 25: witnz.witness.v1.WitnessService.GetCheckpoint:output_type -> witnz.witness.v1.GetCheckpointResponse
-	22, // 26: witnz.witness.v1.WitnessService.GetStateDigest:output_type -> witnz.witness.v1.GetStateDigestResponse
-	19, // [19:27] is the sub-list for method output_type
-	11, // [11:19] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	2,  // 6: witnz.witness.v1.TableInfo.protection:type_name -> witnz.witness.v1.Protection
+	11, // 7: witnz.witness.v1.GetStatusResponse.members:type_name -> witnz.witness.v1.Member
+	10, // 8: witnz.witness.v1.GetStatusResponse.tables:type_name -> witnz.witness.v1.TableInfo
+	4,  // 9: witnz.witness.v1.GetEntriesResponse.entries:type_name -> witnz.witness.v1.LoggedEntry
+	24, // 10: witnz.witness.v1.GetCheckpointResponse.created_at:type_name -> google.protobuf.Timestamp
+	22, // 11: witnz.witness.v1.GetStateDigestResponse.buckets:type_name -> witnz.witness.v1.BucketDigest
+	5,  // 12: witnz.witness.v1.WitnessService.Append:input_type -> witnz.witness.v1.AppendRequest
+	7,  // 13: witnz.witness.v1.WitnessService.RegisterTable:input_type -> witnz.witness.v1.RegisterTableRequest
+	9,  // 14: witnz.witness.v1.WitnessService.GetStatus:input_type -> witnz.witness.v1.GetStatusRequest
+	13, // 15: witnz.witness.v1.WitnessService.GetEntries:input_type -> witnz.witness.v1.GetEntriesRequest
+	15, // 16: witnz.witness.v1.WitnessService.GetInclusionProof:input_type -> witnz.witness.v1.GetInclusionProofRequest
+	17, // 17: witnz.witness.v1.WitnessService.GetConsistencyProof:input_type -> witnz.witness.v1.GetConsistencyProofRequest
+	19, // 18: witnz.witness.v1.WitnessService.GetCheckpoint:input_type -> witnz.witness.v1.GetCheckpointRequest
+	21, // 19: witnz.witness.v1.WitnessService.GetStateDigest:input_type -> witnz.witness.v1.GetStateDigestRequest
+	6,  // 20: witnz.witness.v1.WitnessService.Append:output_type -> witnz.witness.v1.AppendResponse
+	8,  // 21: witnz.witness.v1.WitnessService.RegisterTable:output_type -> witnz.witness.v1.RegisterTableResponse
+	12, // 22: witnz.witness.v1.WitnessService.GetStatus:output_type -> witnz.witness.v1.GetStatusResponse
+	14, // 23: witnz.witness.v1.WitnessService.GetEntries:output_type -> witnz.witness.v1.GetEntriesResponse
+	16, // 24: witnz.witness.v1.WitnessService.GetInclusionProof:output_type -> witnz.witness.v1.GetInclusionProofResponse
+	18, // 25: witnz.witness.v1.WitnessService.GetConsistencyProof:output_type -> witnz.witness.v1.GetConsistencyProofResponse
+	20, // 26: witnz.witness.v1.WitnessService.GetCheckpoint:output_type -> witnz.witness.v1.GetCheckpointResponse
+	23, // 27: witnz.witness.v1.WitnessService.GetStateDigest:output_type -> witnz.witness.v1.GetStateDigestResponse
+	20, // [20:28] is the sub-list for method output_type
+	12, // [12:20] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_witnz_witness_v1_witness_proto_init() }
@@ -1799,7 +1924,7 @@ func file_witnz_witness_v1_witness_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_witnz_witness_v1_witness_proto_rawDesc), len(file_witnz_witness_v1_witness_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,

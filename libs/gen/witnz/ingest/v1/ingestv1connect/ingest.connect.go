@@ -35,12 +35,32 @@ const (
 const (
 	// IngestServiceGetStatusProcedure is the fully-qualified name of the IngestService's GetStatus RPC.
 	IngestServiceGetStatusProcedure = "/witnz.ingest.v1.IngestService/GetStatus"
+	// IngestServiceProtectProcedure is the fully-qualified name of the IngestService's Protect RPC.
+	IngestServiceProtectProcedure = "/witnz.ingest.v1.IngestService/Protect"
+	// IngestServiceUnprotectProcedure is the fully-qualified name of the IngestService's Unprotect RPC.
+	IngestServiceUnprotectProcedure = "/witnz.ingest.v1.IngestService/Unprotect"
+	// IngestServiceAcceptProcedure is the fully-qualified name of the IngestService's Accept RPC.
+	IngestServiceAcceptProcedure = "/witnz.ingest.v1.IngestService/Accept"
 )
 
 // IngestServiceClient is a client for the witnz.ingest.v1.IngestService service.
 type IngestServiceClient interface {
 	// GetStatus reports the slot, its lag and the protected tables.
 	GetStatus(context.Context, *connect.Request[v1.GetStatusRequest]) (*connect.Response[v1.GetStatusResponse], error)
+	// Protect starts protecting a table at run time: it joins the
+	// publication, its existing rows are committed as BASELINE entries from a
+	// snapshot consistent with the slot, and its changes stream from exactly
+	// that point. Idempotent: protecting a protected table (same mode) only
+	// reports it. Operators only.
+	Protect(context.Context, *connect.Request[v1.ProtectRequest]) (*connect.Response[v1.ProtectResponse], error)
+	// Unprotect stops protecting a table: it leaves the publication and an
+	// UNPROTECT entry is logged where it stopped being published. The log is
+	// kept. Raises an alert. Operators only.
+	Unprotect(context.Context, *connect.Request[v1.UnprotectRequest]) (*connect.Response[v1.UnprotectResponse], error)
+	// Accept records that an operator accepts a change the log holds (an
+	// UPDATE or DELETE of an append-only table): an ACCEPT entry makes the
+	// expected state follow it. Logged and alerted. Operators only.
+	Accept(context.Context, *connect.Request[v1.AcceptRequest]) (*connect.Response[v1.AcceptResponse], error)
 }
 
 // NewIngestServiceClient constructs a client for the witnz.ingest.v1.IngestService service. By
@@ -61,12 +81,33 @@ func NewIngestServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		protect: connect.NewClient[v1.ProtectRequest, v1.ProtectResponse](
+			httpClient,
+			baseURL+IngestServiceProtectProcedure,
+			connect.WithSchema(ingestServiceMethods.ByName("Protect")),
+			connect.WithClientOptions(opts...),
+		),
+		unprotect: connect.NewClient[v1.UnprotectRequest, v1.UnprotectResponse](
+			httpClient,
+			baseURL+IngestServiceUnprotectProcedure,
+			connect.WithSchema(ingestServiceMethods.ByName("Unprotect")),
+			connect.WithClientOptions(opts...),
+		),
+		accept: connect.NewClient[v1.AcceptRequest, v1.AcceptResponse](
+			httpClient,
+			baseURL+IngestServiceAcceptProcedure,
+			connect.WithSchema(ingestServiceMethods.ByName("Accept")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // ingestServiceClient implements IngestServiceClient.
 type ingestServiceClient struct {
 	getStatus *connect.Client[v1.GetStatusRequest, v1.GetStatusResponse]
+	protect   *connect.Client[v1.ProtectRequest, v1.ProtectResponse]
+	unprotect *connect.Client[v1.UnprotectRequest, v1.UnprotectResponse]
+	accept    *connect.Client[v1.AcceptRequest, v1.AcceptResponse]
 }
 
 // GetStatus calls witnz.ingest.v1.IngestService.GetStatus.
@@ -74,10 +115,39 @@ func (c *ingestServiceClient) GetStatus(ctx context.Context, req *connect.Reques
 	return c.getStatus.CallUnary(ctx, req)
 }
 
+// Protect calls witnz.ingest.v1.IngestService.Protect.
+func (c *ingestServiceClient) Protect(ctx context.Context, req *connect.Request[v1.ProtectRequest]) (*connect.Response[v1.ProtectResponse], error) {
+	return c.protect.CallUnary(ctx, req)
+}
+
+// Unprotect calls witnz.ingest.v1.IngestService.Unprotect.
+func (c *ingestServiceClient) Unprotect(ctx context.Context, req *connect.Request[v1.UnprotectRequest]) (*connect.Response[v1.UnprotectResponse], error) {
+	return c.unprotect.CallUnary(ctx, req)
+}
+
+// Accept calls witnz.ingest.v1.IngestService.Accept.
+func (c *ingestServiceClient) Accept(ctx context.Context, req *connect.Request[v1.AcceptRequest]) (*connect.Response[v1.AcceptResponse], error) {
+	return c.accept.CallUnary(ctx, req)
+}
+
 // IngestServiceHandler is an implementation of the witnz.ingest.v1.IngestService service.
 type IngestServiceHandler interface {
 	// GetStatus reports the slot, its lag and the protected tables.
 	GetStatus(context.Context, *connect.Request[v1.GetStatusRequest]) (*connect.Response[v1.GetStatusResponse], error)
+	// Protect starts protecting a table at run time: it joins the
+	// publication, its existing rows are committed as BASELINE entries from a
+	// snapshot consistent with the slot, and its changes stream from exactly
+	// that point. Idempotent: protecting a protected table (same mode) only
+	// reports it. Operators only.
+	Protect(context.Context, *connect.Request[v1.ProtectRequest]) (*connect.Response[v1.ProtectResponse], error)
+	// Unprotect stops protecting a table: it leaves the publication and an
+	// UNPROTECT entry is logged where it stopped being published. The log is
+	// kept. Raises an alert. Operators only.
+	Unprotect(context.Context, *connect.Request[v1.UnprotectRequest]) (*connect.Response[v1.UnprotectResponse], error)
+	// Accept records that an operator accepts a change the log holds (an
+	// UPDATE or DELETE of an append-only table): an ACCEPT entry makes the
+	// expected state follow it. Logged and alerted. Operators only.
+	Accept(context.Context, *connect.Request[v1.AcceptRequest]) (*connect.Response[v1.AcceptResponse], error)
 }
 
 // NewIngestServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -94,10 +164,34 @@ func NewIngestServiceHandler(svc IngestServiceHandler, opts ...connect.HandlerOp
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	ingestServiceProtectHandler := connect.NewUnaryHandler(
+		IngestServiceProtectProcedure,
+		svc.Protect,
+		connect.WithSchema(ingestServiceMethods.ByName("Protect")),
+		connect.WithHandlerOptions(opts...),
+	)
+	ingestServiceUnprotectHandler := connect.NewUnaryHandler(
+		IngestServiceUnprotectProcedure,
+		svc.Unprotect,
+		connect.WithSchema(ingestServiceMethods.ByName("Unprotect")),
+		connect.WithHandlerOptions(opts...),
+	)
+	ingestServiceAcceptHandler := connect.NewUnaryHandler(
+		IngestServiceAcceptProcedure,
+		svc.Accept,
+		connect.WithSchema(ingestServiceMethods.ByName("Accept")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/witnz.ingest.v1.IngestService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case IngestServiceGetStatusProcedure:
 			ingestServiceGetStatusHandler.ServeHTTP(w, r)
+		case IngestServiceProtectProcedure:
+			ingestServiceProtectHandler.ServeHTTP(w, r)
+		case IngestServiceUnprotectProcedure:
+			ingestServiceUnprotectHandler.ServeHTTP(w, r)
+		case IngestServiceAcceptProcedure:
+			ingestServiceAcceptHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -109,4 +203,16 @@ type UnimplementedIngestServiceHandler struct{}
 
 func (UnimplementedIngestServiceHandler) GetStatus(context.Context, *connect.Request[v1.GetStatusRequest]) (*connect.Response[v1.GetStatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("witnz.ingest.v1.IngestService.GetStatus is not implemented"))
+}
+
+func (UnimplementedIngestServiceHandler) Protect(context.Context, *connect.Request[v1.ProtectRequest]) (*connect.Response[v1.ProtectResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("witnz.ingest.v1.IngestService.Protect is not implemented"))
+}
+
+func (UnimplementedIngestServiceHandler) Unprotect(context.Context, *connect.Request[v1.UnprotectRequest]) (*connect.Response[v1.UnprotectResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("witnz.ingest.v1.IngestService.Unprotect is not implemented"))
+}
+
+func (UnimplementedIngestServiceHandler) Accept(context.Context, *connect.Request[v1.AcceptRequest]) (*connect.Response[v1.AcceptResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("witnz.ingest.v1.IngestService.Accept is not implemented"))
 }
