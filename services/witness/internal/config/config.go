@@ -39,8 +39,9 @@ type Peer struct {
 	APIAddr string
 }
 
-// RaftTuning holds the Raft timing knobs. Zero values mean the defaults of
-// package node; they have no flags yet.
+// RaftTuning holds the Raft timing knobs (--raft-heartbeat-timeout,
+// --raft-election-timeout, --raft-leader-lease-timeout,
+// --raft-commit-timeout). Zero values mean the defaults of package node.
 type RaftTuning struct {
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
@@ -93,7 +94,7 @@ const usage = `usage: witness --node-id ID --data-dir DIR --peer ID=RAFT_ADDR,AP
 
 // Usage describes the flags.
 func Usage() string {
-	return svcconfig.Usage(newFlagSet(&Config{}, new([]string), new(string), func(string) string { return "" }), usage)
+	return svcconfig.Usage(newFlagSet(&Config{}, new([]string), new(string), raftDurations(&Config{}), func(string) string { return "" }), usage)
 }
 
 func (c *Config) common() svcconfig.Common {
@@ -103,7 +104,23 @@ func (c *Config) common() svcconfig.Common {
 	}
 }
 
-func newFlagSet(c *Config, peers *[]string, bootstrap *string, getenv func(string) string) *flag.FlagSet {
+// durationFlag is a duration flag and the field it sets.
+type durationFlag struct {
+	name, env, help string
+	dst             *time.Duration
+	raw             string
+}
+
+func raftDurations(c *Config) []*durationFlag {
+	return []*durationFlag{
+		{name: "raft-heartbeat-timeout", env: "WITNZ_RAFT_HEARTBEAT_TIMEOUT", help: "a follower without contact from the leader this long starts an election (default 2s; raise it over slow or lossy links, e.g. 5s at 150 ms RTT)", dst: &c.Raft.HeartbeatTimeout},
+		{name: "raft-election-timeout", env: "WITNZ_RAFT_ELECTION_TIMEOUT", help: "a candidate without a result this long starts another election (default 2s)", dst: &c.Raft.ElectionTimeout},
+		{name: "raft-leader-lease-timeout", env: "WITNZ_RAFT_LEADER_LEASE_TIMEOUT", help: "a leader without contact from a quorum this long steps down (default 1s; at most --raft-heartbeat-timeout)", dst: &c.Raft.LeaderLeaseTimeout},
+		{name: "raft-commit-timeout", env: "WITNZ_RAFT_COMMIT_TIMEOUT", help: "longest a commit waits before followers are told of it (default 5ms)", dst: &c.Raft.CommitTimeout},
+	}
+}
+
+func newFlagSet(c *Config, peers *[]string, bootstrap *string, durations []*durationFlag, getenv func(string) string) *flag.FlagSet {
 	fs := svcconfig.NewFlagSet("witness")
 	c.common().Register(fs, getenv)
 	str := func(p *string, name, env, def, help string) {
@@ -118,6 +135,9 @@ func newFlagSet(c *Config, peers *[]string, bootstrap *string, getenv func(strin
 	str(bootstrap, "bootstrap", "WITNZ_BOOTSTRAP", "false", "bootstrap the cluster from the --peer list if this node has no Raft state yet")
 	// The first --peer replaces WITNZ_PEERS.
 	svcconfig.ListVarSep(fs, getenv, peers, "peer", "WITNZ_PEERS", ";", "ID=RAFT_ADDR,API_ADDR of a voter, repeated for every voter including this node (env WITNZ_PEERS as ID=RAFT,API;ID=RAFT,API)")
+	for _, d := range durations {
+		str(&d.raw, d.name, d.env, "", d.help)
+	}
 	// --bootstrap is a boolean flag that also accepts --bootstrap=false.
 	fs.Lookup("bootstrap").Value = boolString{bootstrap}
 	return fs
@@ -143,8 +163,22 @@ func Parse(args []string, getenv func(string) string) (Config, error) {
 	var c Config
 	var peers []string
 	var bootstrap string
-	if err := svcconfig.Parse(newFlagSet(&c, &peers, &bootstrap, getenv), args); err != nil {
+	durations := raftDurations(&c)
+	if err := svcconfig.Parse(newFlagSet(&c, &peers, &bootstrap, durations, getenv), args); err != nil {
 		return Config{}, err
+	}
+	for _, d := range durations {
+		if d.raw == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.raw)
+		if err != nil || v <= 0 || v > time.Minute {
+			return Config{}, fmt.Errorf("--%s %q: want a duration between 1ms and 1m, e.g. --%s 2s", d.name, d.raw, d.name)
+		}
+		*d.dst = v
+	}
+	if lease, hb := c.Raft.LeaderLeaseTimeout, c.Raft.HeartbeatTimeout; lease != 0 && hb != 0 && lease > hb {
+		return Config{}, fmt.Errorf("--raft-leader-lease-timeout %s exceeds --raft-heartbeat-timeout %s: the lease must not outlast the heartbeat timeout", lease, hb)
 	}
 	var err error
 	c.Bootstrap, err = strconv.ParseBool(bootstrap)

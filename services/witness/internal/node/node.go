@@ -32,9 +32,12 @@ import (
 
 // Defaults of the Raft timing knobs.
 const (
-	DefaultHeartbeatTimeout   = time.Second
-	DefaultElectionTimeout    = time.Second
-	DefaultLeaderLeaseTimeout = 500 * time.Millisecond
+	// Twice hashicorp/raft's LAN defaults: witnesses share their hosts with
+	// busy databases, and a follower starved of CPU for a second must not
+	// depose a healthy leader (each election stalls every Append).
+	DefaultHeartbeatTimeout   = 2 * time.Second
+	DefaultElectionTimeout    = 2 * time.Second
+	DefaultLeaderLeaseTimeout = time.Second
 	DefaultCommitTimeout      = 5 * time.Millisecond
 	// ApplyTimeout bounds how long a proposal waits to be enqueued.
 	ApplyTimeout = 10 * time.Second
@@ -108,7 +111,10 @@ func Open(cfg Config) (*Node, error) {
 	}
 	store, err := raftboltdb.New(raftboltdb.Options{
 		Path:        filepath.Join(cfg.DataDir, "raft.db"),
-		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second},
+		// The Raft log is written and truncated all the time: not
+		// syncing the freelist (it is rebuilt on open) and keeping it in a
+		// hash map keep each commit's cost flat as the file grows.
+		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
 	})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
