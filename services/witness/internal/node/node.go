@@ -110,7 +110,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("create --data-dir: %w", err)
 	}
 	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(cfg.DataDir, "raft.db"),
+		Path: filepath.Join(cfg.DataDir, "raft.db"),
 		// The Raft log is written and truncated all the time: not
 		// syncing the freelist (it is rebuilt on open) and keeping it in a
 		// hash map keep each commit's cost flat as the file grows.
