@@ -279,11 +279,18 @@ func startup(ctx context.Context, cfg config.Config, db *pgsource.DB, witness *w
 			return fmt.Errorf("--protect %s:%s, but its witness log is %s and a log's mode never changes: protect it %s", name, modeName(t.Mode), modeName(info.GetMode()), modeName(info.GetMode()))
 		}
 		if info.GetProtection() == witnessv1.Protection_PROTECTION_PROTECTED {
+			pt, err := db.CheckTable(ctx, t)
+			if errors.Is(err, pgsource.ErrNoTable) {
+				// Dropped while cdc-ingest was down: the other tables
+				// are still protected.
+				log.Error("protected table no longer exists", "table", name, "error", err)
+				sendAlert(ctx, sender, log, alerts.TableDropped(alerts.Dropped{Where: alerts.Where{Slot: cfg.Slot, At: time.Now()}, Table: name}))
+				continue
+			}
+			if err != nil {
+				return err
+			}
 			if !inPub[name] {
-				pt, err := db.CheckTable(ctx, t)
-				if err != nil {
-					return err
-				}
 				if err := db.AddToPublication(ctx, cfg.Publication, pt); err != nil {
 					return err
 				}

@@ -370,3 +370,48 @@ ALTER TABLE public.m REPLICA IDENTITY FULL;`)
 		t.Errorf("mutable partitioned table with a DEFAULT-identity partition: %v, want FailedPrecondition naming m1", err)
 	}
 }
+
+// TestRestartKeepsProtection: protection lives in the witness log, so a
+// restart without --protect resumes every protected table from its seam
+// with no new baseline; a protected table dropped while cdc-ingest was
+// down is reported and the others carry on.
+func TestRestartKeepsProtection(t *testing.T) {
+	t.Parallel()
+	pg := testenv.PostgreSQL(t)
+	e := newEnv(t, pg, "app")
+	pg.Exec(t, "app", `
+CREATE TABLE public.audit (id int PRIMARY KEY, msg text);
+INSERT INTO public.audit SELECT g, 'm' || g FROM generate_series(1, 10) g;
+CREATE TABLE public.doomed (id int PRIMARY KEY);`)
+	listen := testenv.FreeAddr(t)
+	r := e.start(t, e.args(listen, "public.audit", "public.doomed"))
+	if err := r.stop(t); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	before := len(e.witness.allEntries("public.audit"))
+	if before != 12 {
+		t.Fatalf("first run logged %d entries for public.audit, want PROTECT, 10 BASELINE, SCHEMA", before)
+	}
+	pg.Exec(t, "app", `DROP TABLE public.doomed; INSERT INTO public.audit VALUES (11, 'while down')`)
+
+	r = e.start(t, e.args(testenv.FreeAddr(t)))
+	waitFor(t, 30*time.Second, "the row inserted while down", func() bool { return len(e.witness.allEntries("public.audit")) == before+1 })
+	all := e.witness.allEntries("public.audit")
+	if last := all[len(all)-1]; last.Op != witnessv1.Op_OP_INSERT {
+		t.Errorf("entry after restart is %v, want the INSERT (no new baseline)", last)
+	}
+	var dropped bool
+	for _, a := range e.alerts.list() {
+		dropped = dropped || a.Type == "cdc.table_dropped" && a.Table == "public.doomed"
+	}
+	if !dropped {
+		t.Error("no cdc.table_dropped alert for public.doomed")
+	}
+	var names []string
+	for _, tb := range r.getStatus(t).Tables {
+		names = append(names, tb.Name)
+	}
+	if fmt.Sprint(names) != "[public.audit]" {
+		t.Errorf("status lists %v, want [public.audit]", names)
+	}
+}
