@@ -8,6 +8,7 @@ require (
 	github.com/hashicorp/go-hclog v1.6.2
 	github.com/hashicorp/raft v1.7.3
 	github.com/hashicorp/raft-boltdb/v2 v2.3.1
+	github.com/witnz/witnz/libs/checkpoint v0.0.0
 	github.com/witnz/witnz/libs/commitment v0.0.0
 	github.com/witnz/witnz/libs/gen v0.0.0
 	github.com/witnz/witnz/libs/logging v0.0.0
@@ -19,7 +20,14 @@ require (
 	github.com/witnz/witnz/libs/testenv v0.0.0
 	github.com/witnz/witnz/libs/tlog v0.0.0
 	go.etcd.io/bbolt v1.3.11
+	golang.org/x/mod v0.42.0
 	google.golang.org/protobuf v1.36.12
+)
+
+require (
+	filippo.io/mldsa v0.0.0-20260215214346-43d0283efc3e // indirect
+	github.com/transparency-dev/formats v0.1.1 // indirect
+	golang.org/x/crypto v0.52.0 // indirect
 )
 
 require (
@@ -55,7 +63,7 @@ require (
 	go.opentelemetry.io/otel/metric v1.46.0 // indirect
 	go.opentelemetry.io/otel/trace v1.46.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.2 // indirect
-	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/sys v0.48.0
 	golang.org/x/text v0.41.0 // indirect
 )
 
@@ -74,3 +82,5 @@ replace (
 )
 
 replace github.com/witnz/witnz/libs/pgbin => ../../libs/pgbin
+
+replace github.com/witnz/witnz/libs/checkpoint => ../../libs/checkpoint

@@ -42,11 +42,13 @@ func NewAlertService(st *store.Store, feed *livefeed.Publisher, log *slog.Logger
 }
 
 // IngestAlerts stores a batch of alerts idempotently and publishes the ones
-// stored for the first time. Only service identities may call it.
+// stored for the first time. Service and witness identities may call it
+// (witness nodes report cosigning disagreements).
 func (s *AlertService) IngestAlerts(ctx context.Context, req *connect.Request[alertv1.IngestAlertsRequest]) (*connect.Response[alertv1.IngestAlertsResponse], error) {
-	id, err := requireKind(ctx, "IngestAlerts", mtls.KindService)
-	if err != nil {
-		return nil, err
+	id, ok := mtls.PeerIdentity(ctx)
+	if !ok || (id.Kind != mtls.KindService && id.Kind != mtls.KindWitness) {
+		return nil, connect.NewError(connect.CodePermissionDenied,
+			fmt.Errorf("IngestAlerts requires a service identity (spiffe://witnz/service/<name>) or a witness identity (spiffe://witnz/witness/<id>); caller is %s", callerString(id, ok)))
 	}
 	alerts := req.Msg.GetAlerts()
 	if len(alerts) > MaxIngestBatch {

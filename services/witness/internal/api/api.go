@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/witnz/witnz/libs/commitment"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
@@ -32,6 +33,8 @@ type Service struct {
 	ingest   mtls.Identity
 	stopping <-chan struct{}
 	now      func() time.Time
+	// cosignerKey is this node's cosigner verifier key, "" without one.
+	cosignerKey string
 }
 
 var _ witnessv1connect.WitnessServiceHandler = (*Service)(nil)
@@ -41,6 +44,10 @@ var _ witnessv1connect.WitnessServiceHandler = (*Service)(nil)
 func New(n *node.Node, ingestName string, stopping <-chan struct{}) *Service {
 	return &Service{node: n, ingest: mtls.Service(ingestName), stopping: stopping, now: time.Now}
 }
+
+// SetCosignerKey sets the verifier key GetStatus reports as cosigner_key;
+// call it before serving.
+func (s *Service) SetCosignerKey(vkey string) { s.cosignerKey = vkey }
 
 // authorizeWrite admits only the ingest identity.
 func (s *Service) authorizeWrite(ctx context.Context, rpc string) error {
@@ -204,7 +211,9 @@ func (s *Service) GetStatus(ctx context.Context, _ *connect.Request[witnessv1.Ge
 		AppliedIndex:     st.Applied,
 		CommitIndex:      st.Commit,
 		Term:             st.Term,
+		CosignerKey:      s.cosignerKey,
 	}
+	out.CosignRefusals, out.CosignRefusalsTotal = s.node.FSM().CosignRefusals()
 	for _, m := range st.Members {
 		out.Members = append(out.Members, &witnessv1.Member{
 			Id: m.ID, RaftAddress: m.RaftAddr, ApiAddress: m.APIAddr, Voter: m.Voter, Leader: m.Leader,
@@ -378,9 +387,29 @@ func (s *Service) GetConsistencyProof(ctx context.Context, req *connect.Request[
 	}), nil
 }
 
-// GetCheckpoint is not built yet.
-func (s *Service) GetCheckpoint(context.Context, *connect.Request[witnessv1.GetCheckpointRequest]) (*connect.Response[witnessv1.GetCheckpointResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("GetCheckpoint is not available yet: cosigned checkpoints arrive with issue 6; use GetStatus for the current size and root"))
+// GetCheckpoint returns a table's latest cosigned checkpoint, from this
+// node's replica.
+func (s *Service) GetCheckpoint(ctx context.Context, req *connect.Request[witnessv1.GetCheckpointRequest]) (*connect.Response[witnessv1.GetCheckpointResponse], error) {
+	if err := authorizeRead(ctx); err != nil {
+		return nil, err
+	}
+	table := req.Msg.GetTable()
+	if err := fsm.ValidateTableName(table); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	if _, err := s.view(table); err != nil {
+		return nil, err
+	}
+	cp, ok := s.node.FSM().Checkpoint(table)
+	if !ok {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no cosigned checkpoint of %s yet: the leader makes one every --checkpoint-interval once the table's log has entries, if its nodes have cosigner keys (--cosign-key) and the policy's quorum cosigns", table))
+	}
+	return connect.NewResponse(&witnessv1.GetCheckpointResponse{
+		Note:      cp.Note,
+		Size:      cp.Size,
+		Root:      cp.Root[:],
+		CreatedAt: timestamppb.New(time.UnixMicro(cp.CreatedAtMicros)),
+	}), nil
 }
 
 // GetStateDigest returns a table's state digest, from this node's replica,

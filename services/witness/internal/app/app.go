@@ -27,6 +27,8 @@ type App struct {
 	log  *slog.Logger
 	node *node.Node
 	srv  *rpcserver.Server
+	// cosign makes and cosigns checkpoints (cosign.go).
+	cosign *cosigning
 }
 
 // New checks the environment (certificates, listeners, data directory),
@@ -47,20 +49,27 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w (pick a free address with --raft-listen)", cfg.RaftListen, err)
 	}
+	cs, err := loadCosign(cfg, log)
+	if err != nil {
+		raftLn.Close()
+		return nil, err
+	}
 	peers := make([]node.Peer, len(cfg.Peers))
 	for i, p := range cfg.Peers {
 		peers[i] = node.Peer{ID: p.ID, RaftAddr: p.RaftAddr, APIAddr: p.APIAddr}
 	}
 	n, err := node.Open(node.Config{
-		ID:        cfg.NodeID,
-		DataDir:   cfg.DataDir,
-		Listener:  raftLn,
-		Advertise: cfg.RaftAdvertise,
-		TLS:       tlsCfg,
-		Peers:     peers,
-		Bootstrap: cfg.Bootstrap,
-		Logger:    log,
-		Tuning:    node.Tuning(cfg.Raft),
+		ID:         cfg.NodeID,
+		DataDir:    cfg.DataDir,
+		Listener:   raftLn,
+		Advertise:  cfg.RaftAdvertise,
+		TLS:        tlsCfg,
+		Peers:      peers,
+		Bootstrap:  cfg.Bootstrap,
+		Logger:     log,
+		Tuning:     node.Tuning(cfg.Raft),
+		FSMOptions: cs.fsmOptions(),
+		Membership: node.MembershipConfig{MinVoters: cfg.Membership.MinVoters},
 	})
 	if err != nil {
 		raftLn.Close()
@@ -77,10 +86,19 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		n.Close(context.Background())
 		return nil, err
 	}
-	path, h := witnessv1connect.NewWitnessServiceHandler(api.New(n, cfg.IngestIdentity, srv.Stopping()), srv.HandlerOptions()...)
+	svc := api.New(n, cfg.IngestIdentity, srv.Stopping())
+	svc.SetCosignerKey(cs.verifierKey())
+	path, h := witnessv1connect.NewWitnessServiceHandler(svc, srv.HandlerOptions()...)
 	srv.Handle(path, h, witnessv1connect.WitnessServiceName)
+	mpath, mh := witnessv1connect.NewMembershipServiceHandler(api.NewMembership(n), srv.HandlerOptions()...)
+	srv.Handle(mpath, mh, witnessv1connect.MembershipServiceName)
 	srv.AddReadinessCheck("raft", func(context.Context) error { return n.Ready() })
-	return &App{cfg: cfg, log: log, node: n, srv: srv}, nil
+	if err := cs.start(n, tlsCfg, srv); err != nil {
+		srv.Close()
+		n.Close(context.Background())
+		return nil, err
+	}
+	return &App{cfg: cfg, log: log, node: n, srv: srv, cosign: cs}, nil
 }
 
 // Addr is the bound address of the API listener.
@@ -90,12 +108,20 @@ func (a *App) Addr() net.Addr { return a.srv.Addr() }
 // it holds it, stops Raft and closes the store.
 func (a *App) Run(ctx context.Context) error {
 	a.log.Info("witness node starting", "node_id", a.cfg.NodeID, "api", a.cfg.APIAdvertise, "raft", a.cfg.RaftAdvertise, "peers", len(a.cfg.Peers))
+	cosignCtx, stopCosign := context.WithCancel(ctx)
+	cosignDone := make(chan struct{})
+	go func() {
+		defer close(cosignDone)
+		a.cosign.run(cosignCtx)
+	}()
 	serveErr := a.srv.Run(ctx)
+	stopCosign()
+	<-cosignDone
 	cctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
 	defer cancel()
 	closeErr := a.node.Close(cctx)
 	if closeErr != nil {
 		closeErr = fmt.Errorf("stop raft: %w", closeErr)
 	}
-	return errors.Join(serveErr, closeErr)
+	return errors.Join(serveErr, closeErr, a.cosign.close())
 }

@@ -85,16 +85,24 @@ type Config struct {
 
 	// Raft tunes Raft timing; not exposed as flags yet.
 	Raft RaftTuning
+
+	// Cosign configures cosigned checkpoints (cosign.go).
+	Cosign Cosign
+
+	// Membership configures membership changes (membership.go).
+	Membership Membership
 }
 
 const usage = `usage: witness --node-id ID --data-dir DIR --peer ID=RAFT_ADDR,API_ADDR [--peer ...] --tls-cert FILE --tls-key FILE --tls-ca FILE
                [--listen HOST:PORT] [--raft-listen HOST:PORT] [--raft-advertise HOST:PORT] [--api-advertise https://HOST:PORT]
                [--bootstrap] [--ingest-identity NAME] [--admin-listen HOST:PORT] [--log-level LEVEL] [--log-format json|text]
+               [--cluster NAME] [--cosign-key FILE --policy FILE [--log-key FILE]] [--checkpoint-interval DURATION]
+               [--alert https://HOST:PORT] [--witness-log FILE ...]
 `
 
 // Usage describes the flags.
 func Usage() string {
-	return svcconfig.Usage(newFlagSet(&Config{}, new([]string), new(string), raftDurations(&Config{}), func(string) string { return "" }), usage)
+	return svcconfig.Usage(newFlagSet(&Config{}, new([]string), new(string), new(string), raftDurations(&Config{}), func(string) string { return "" }), usage)
 }
 
 func (c *Config) common() svcconfig.Common {
@@ -120,7 +128,7 @@ func raftDurations(c *Config) []*durationFlag {
 	}
 }
 
-func newFlagSet(c *Config, peers *[]string, bootstrap *string, durations []*durationFlag, getenv func(string) string) *flag.FlagSet {
+func newFlagSet(c *Config, peers *[]string, bootstrap, checkpointInterval *string, durations []*durationFlag, getenv func(string) string) *flag.FlagSet {
 	fs := svcconfig.NewFlagSet("witness")
 	c.common().Register(fs, getenv)
 	str := func(p *string, name, env, def, help string) {
@@ -138,6 +146,8 @@ func newFlagSet(c *Config, peers *[]string, bootstrap *string, durations []*dura
 	for _, d := range durations {
 		str(&d.raw, d.name, d.env, "", d.help)
 	}
+	c.Cosign.register(fs, getenv, checkpointInterval)
+	c.Membership.register(fs, getenv)
 	// --bootstrap is a boolean flag that also accepts --bootstrap=false.
 	fs.Lookup("bootstrap").Value = boolString{bootstrap}
 	return fs
@@ -162,9 +172,9 @@ func (b boolString) IsBoolFlag() bool   { return true }
 func Parse(args []string, getenv func(string) string) (Config, error) {
 	var c Config
 	var peers []string
-	var bootstrap string
+	var bootstrap, checkpointInterval string
 	durations := raftDurations(&c)
-	if err := svcconfig.Parse(newFlagSet(&c, &peers, &bootstrap, durations, getenv), args); err != nil {
+	if err := svcconfig.Parse(newFlagSet(&c, &peers, &bootstrap, &checkpointInterval, durations, getenv), args); err != nil {
 		return Config{}, err
 	}
 	for _, d := range durations {
@@ -176,6 +186,9 @@ func Parse(args []string, getenv func(string) string) (Config, error) {
 			return Config{}, fmt.Errorf("--%s %q: want a duration between 1ms and 1m, e.g. --%s 2s", d.name, d.raw, d.name)
 		}
 		*d.dst = v
+	}
+	if err := c.Cosign.parseInterval(checkpointInterval); err != nil {
+		return Config{}, err
 	}
 	if lease, hb := c.Raft.LeaderLeaseTimeout, c.Raft.HeartbeatTimeout; lease != 0 && hb != 0 && lease > hb {
 		return Config{}, fmt.Errorf("--raft-leader-lease-timeout %s exceeds --raft-heartbeat-timeout %s: the lease must not outlast the heartbeat timeout", lease, hb)
@@ -324,5 +337,8 @@ func (c Config) Validate() error {
 	if selfAPI, _ := NormalizeAPIAddr(self.APIAddr); selfAPI != api {
 		return fmt.Errorf("--peer %s API address %s does not match --api-advertise %s: the API address of this node must be the same in both", self.ID, self.APIAddr, c.APIAdvertise)
 	}
-	return nil
+	if err := c.Membership.Validate(); err != nil {
+		return err
+	}
+	return c.Cosign.Validate()
 }

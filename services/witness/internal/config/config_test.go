@@ -37,6 +37,7 @@ func TestParseDefaults(t *testing.T) {
 			{ID: "w1", RaftAddr: "10.0.0.1:7011", APIAddr: "https://10.0.0.1:7010"},
 			{ID: "w2", RaftAddr: "10.0.0.2:7011", APIAddr: "https://10.0.0.2:7010"},
 		},
+		Cosign: Cosign{Cluster: DefaultCluster, Interval: DefaultCheckpointInterval},
 	}
 	want.TLS.Cert, want.TLS.Key, want.TLS.CA = "c.crt", "c.key", "ca.crt"
 	want.Log.Level, want.Log.Format = "info", "json"

@@ -359,6 +359,8 @@ type state struct {
 	tables     map[string]*table
 	rejections []*witnessv1.Rejection
 	rejected   uint64
+	checkpointState
+	membership membership
 }
 
 func newState() *state { return &state{tables: map[string]*table{}} }
@@ -367,10 +369,19 @@ func newState() *state { return &state{tables: map[string]*table{}} }
 type FSM struct {
 	mu sync.RWMutex
 	st *state
+	// cluster and policy check stored checkpoints (WithCheckpoints).
+	cluster string
+	policy  CheckpointPolicy
 }
 
 // New returns an empty state machine.
-func New() *FSM { return &FSM{st: newState()} }
+func New(opts ...Option) *FSM {
+	f := &FSM{st: newState()}
+	for _, o := range opts {
+		o(f)
+	}
+	return f
+}
 
 var _ raft.FSM = (*FSM)(nil)
 
@@ -388,6 +399,12 @@ func (f *FSM) Apply(l *raft.Log) any {
 		return f.applyAppend(l.Index, cmd.GetProposedAtMicros(), c.Append)
 	case *witnessv1.Command_RegisterTable:
 		return f.applyRegister(l.Index, cmd.GetProposedAtMicros(), c.RegisterTable)
+	case *witnessv1.Command_StoreCheckpoint:
+		return f.applyStoreCheckpoint(l.Index, cmd.GetProposedAtMicros(), c.StoreCheckpoint)
+	case *witnessv1.Command_RecordCosignRefusals:
+		return f.applyCosignRefusals(l.Index, cmd.GetProposedAtMicros(), c.RecordCosignRefusals)
+	case *witnessv1.Command_Membership:
+		return f.applyMembership(l.Index, cmd.GetProposedAtMicros(), c.Membership)
 	default:
 		panic(fmt.Sprintf("witness fsm: raft log %d carries an unknown command (a newer version wrote it?): refusing to diverge", l.Index))
 	}
@@ -749,7 +766,12 @@ func (v *View) ConsistencyProof(from, to uint64) ([][]byte, error) {
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	s := &snapshot{applied: f.st.applied, rejected: f.st.rejected}
+	s := &snapshot{applied: f.st.applied, rejected: f.st.rejected, checkpointSnapshot: f.st.checkpointState.snapshot()}
+	mem, err := f.st.membership.marshal()
+	if err != nil {
+		return nil, fmt.Errorf("witness fsm: snapshot of the membership records: %w", err)
+	}
+	s.membership = mem
 	for _, r := range f.st.rejections {
 		s.rejections = append(s.rejections, proto.Clone(r).(*witnessv1.Rejection))
 	}

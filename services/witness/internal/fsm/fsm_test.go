@@ -390,12 +390,12 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	}
 }
 
-// TestSnapshotGolden pins today's format, version 4: the writer must
+// TestSnapshotGolden pins today's format, version 5: the writer must
 // produce the golden file byte for byte, and the file must restore.
 func TestSnapshotGolden(t *testing.T) {
-	src := populatedV3(t).f
+	src := populatedV5(t).f
 	got := persist(t, src)
-	path := filepath.Join("testdata", "snapshot-v4.golden")
+	path := filepath.Join("testdata", "snapshot-v5.golden")
 	if *update {
 		if err := os.WriteFile(path, got, 0o644); err != nil {
 			t.Fatal(err)
@@ -513,7 +513,7 @@ func TestSnapshotV2GoldenRestores(t *testing.T) {
 }
 
 func TestRestoreRefusesDamage(t *testing.T) {
-	good := persist(t, populatedV3(t).f)
+	good := persist(t, populatedV5(t).f)
 	// A flipped byte anywhere must be refused, never loaded. Every restore
 	// replays the entries, so a spread of offsets (every one at each end,
 	// a stride with a moving phase between) keeps the test fast.
@@ -562,7 +562,7 @@ func FuzzRestore(f *testing.F) {
 	_ = snap.Persist(&sink)
 	f.Add(sink.Bytes())
 	f.Add([]byte("wzfsm\x00\x00\x04"))
-	for _, name := range []string{"snapshot-v1.golden", "snapshot-v2.golden", "snapshot-v3.golden", "snapshot-v4.golden"} {
+	for _, name := range []string{"snapshot-v1.golden", "snapshot-v2.golden", "snapshot-v3.golden", "snapshot-v4.golden", "snapshot-v5.golden"} {
 		if b, err := os.ReadFile(filepath.Join("testdata", name)); err == nil {
 			f.Add(b)
 		}

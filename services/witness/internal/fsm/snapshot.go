@@ -19,10 +19,10 @@ import (
 	"github.com/witnz/witnz/libs/tlog"
 )
 
-// Snapshot layout, version 4 (integers big-endian; "bytes" is a uint32
+// Snapshot layout, version 5 (integers big-endian; "bytes" is a uint32
 // length followed by that many bytes):
 //
-//	magic "wzfsm\x00\x00\x04"
+//	magic "wzfsm\x00\x00\x05"
 //	applied     uint64   last Raft index applied
 //	rejected    uint64   rejections in all
 //	nrej        uint32   then nrej × bytes (witness.v1.Rejection, protobuf)
@@ -42,17 +42,21 @@ import (
 //	  epoch_seq   uint64, baseline_lsn uint64, baseline_rows uint64
 //	  has_schema  uint8, schema_commit [32]byte (zeros when has_schema is 0)
 //	  has_reset   uint8, reset_seq uint64
-//	end         "wzend\x00\x00\x04"
+//	checkpoints section (checkpoints.go): each table's cosigned checkpoint,
+//	            then the cosigning refusals
+//	membership  bytes    witness.v1.MembershipState, protobuf (membership.go)
+//	end         "wzend\x00\x00\x05"
 //	checksum    SHA-256 of everything before it
 //
-// Version 3 has the same layout, but its digests hold LtHash states of
+// Version 4 is the same without the checkpoints section, with magic and
+// end marker ending in \x04. Version 3 has the layout of version 4, but its digests hold LtHash states of
 // expansion version 1 (SHAKE-128; libs/lthash); version 4 digests hold
 // expansion version 2. Version 2 is the same without the fields from
 // protection on, with magic and end marker ending in \x02; version 1 also
 // lacks the digest and unavailable fields and ends in \x01. Restore reads
-// all four; Persist writes version 4 only. The digests of versions 2 and 3
+// all five; Persist writes version 5 only. The digests of versions 2 and 3
 // cannot be compared with today's expansion: they are rebuilt from the
-// entries, like version 1's, and only version 4 digests are checked.
+// entries, like version 1's, and only version 4 and 5 digests are checked.
 //
 // Restore verifies the checksum, decodes every entry strictly and checks it
 // against the log: its seq, its leaf hash, and the recorded root and chain
@@ -69,8 +73,10 @@ import (
 // versions 1 and 2 come back in the protection state their entries give,
 // PROTECTION_UNSPECIFIED with zero epoch fields for logs without PROTECT.
 var (
-	snapMagic   = []byte("wzfsm\x00\x00\x04")
-	snapEnd     = []byte("wzend\x00\x00\x04")
+	snapMagic   = []byte("wzfsm\x00\x00\x05")
+	snapEnd     = []byte("wzend\x00\x00\x05")
+	snapMagicV4 = []byte("wzfsm\x00\x00\x04")
+	snapEndV4   = []byte("wzend\x00\x00\x04")
 	snapMagicV3 = []byte("wzfsm\x00\x00\x03")
 	snapEndV3   = []byte("wzend\x00\x00\x03")
 	snapMagicV2 = []byte("wzfsm\x00\x00\x02")
@@ -99,6 +105,9 @@ type snapshot struct {
 	rejected   uint64
 	rejections []*witnessv1.Rejection
 	tables     []tableSnapshot
+	checkpointSnapshot
+	// membership is the encoded membership state (membership.go).
+	membership []byte
 }
 
 // Persist writes the snapshot to sink.
@@ -185,6 +194,10 @@ func (s *snapshot) writeTo(dst io.Writer) error {
 		w.u8(boolByte(t.info.HasReset))
 		w.u64(t.info.ResetSeq)
 	}
+	if err := s.checkpointSnapshot.writeTo(w); err != nil {
+		return err
+	}
+	w.bytes(s.membership)
 	w.write(snapEnd)
 	w.write(w.sum.Sum(nil))
 	if w.err != nil {
@@ -284,7 +297,9 @@ func readSnapshot(src io.Reader) (*state, error) {
 	case r.err != nil:
 		return nil, r.err
 	case bytes.Equal(magic, snapMagic):
-		version = 4
+		version = 5
+	case bytes.Equal(magic, snapMagicV4):
+		version, wantEnd = 4, snapEndV4
 	case bytes.Equal(magic, snapMagicV3):
 		version, wantEnd = 3, snapEndV3
 	case bytes.Equal(magic, snapMagicV2):
@@ -324,6 +339,16 @@ func readSnapshot(src io.Reader) (*state, error) {
 			return nil, fmt.Errorf("%w: table %q appears twice", ErrBadSnapshot, t.name)
 		}
 		st.tables[t.name] = t
+	}
+	if version >= 5 && r.err == nil {
+		if err := readCheckpoints(r, st); err != nil {
+			return nil, err
+		}
+	}
+	if version >= 5 && r.err == nil {
+		if err := readMembership(r, st); err != nil {
+			return nil, err
+		}
 	}
 	end := make([]byte, len(wantEnd))
 	r.full(end)

@@ -36,7 +36,7 @@ var commands = []command{
 	{"alerts", "list (and follow) alerts through the gateway", runAlerts},
 	{"pki", "`pki init`: create a development CA and every certificate", runPKI},
 	{"keygen", "create a commitment key (32 random bytes, 64 hex characters)", runKeygen},
-	{"witness", "`witness keygen`: create a witness's checkpoint cosigning key pair", runWitness},
+	{"witness", "`witness keygen|members|rotate|add|remove|transfer-leadership`: cosigning keys and cluster membership", runWitnessGroup},
 	{"init", "check PostgreSQL's prerequisites and create the publication and the replication slot", runInit},
 	{"protect", "`protect SCHEMA.TABLE [--mode append-only|mutable]`: start protecting a table (baseline + stream)", runProtect},
 	{"unprotect", "`unprotect SCHEMA.TABLE --reason TEXT`: stop protecting a table (logged and alerted)", runUnprotect},

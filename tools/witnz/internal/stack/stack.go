@@ -140,7 +140,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	witnessURLs, err := s.startWitnesses(ctx, pkiDir, pt.Witnesses)
+	witnessURLs, err := s.startWitnesses(ctx, pkiDir, pt.Witnesses, httpsURL(pt.Services["alert"].API))
 	if err != nil {
 		return nil, err
 	}
@@ -197,8 +197,13 @@ func (s *Stack) startRedis(ctx context.Context, port int) (string, error) {
 }
 
 // startWitnesses starts every witness node together (none is ready before
-// the cluster has a leader) and returns their API URLs.
-func (s *Stack) startWitnesses(ctx context.Context, pkiDir string, ports map[string]witnessPorts) ([]string, error) {
+// the cluster has a leader), each with its cosigner key and the stack's
+// checkpoint policy, and returns their API URLs.
+func (s *Stack) startWitnesses(ctx context.Context, pkiDir string, ports map[string]witnessPorts, alertURL string) ([]string, error) {
+	cosign, err := cosignKeys(s.path("cosign"), s.cfg.Witnesses)
+	if err != nil {
+		return nil, fmt.Errorf("witness cosigner keys: %w", err)
+	}
 	var peers, urls []string
 	for _, id := range s.cfg.Witnesses {
 		wp := ports[id]
@@ -217,8 +222,9 @@ func (s *Stack) startWitnesses(ctx context.Context, pkiDir string, ports map[str
 			"--data-dir", dataDir,
 			"--raft-listen", loopback(wp.Raft),
 			"--api-advertise", httpsURL(wp.API),
+			"--alert", alertURL,
 		)
-		args = append(args, peers...)
+		args = append(append(args, cosign[id]...), peers...)
 		if i == 0 {
 			args = append(args, "--bootstrap")
 		}

@@ -33,6 +33,9 @@ type Command struct {
 	//
 	//	*Command_Append
 	//	*Command_RegisterTable
+	//	*Command_StoreCheckpoint
+	//	*Command_RecordCosignRefusals
+	//	*Command_Membership
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -100,6 +103,33 @@ func (x *Command) GetRegisterTable() *RegisterTableCommand {
 	return nil
 }
 
+func (x *Command) GetStoreCheckpoint() *StoreCheckpointCommand {
+	if x != nil {
+		if x, ok := x.Command.(*Command_StoreCheckpoint); ok {
+			return x.StoreCheckpoint
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRecordCosignRefusals() *RecordCosignRefusalsCommand {
+	if x != nil {
+		if x, ok := x.Command.(*Command_RecordCosignRefusals); ok {
+			return x.RecordCosignRefusals
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMembership() *MembershipCommand {
+	if x != nil {
+		if x, ok := x.Command.(*Command_Membership); ok {
+			return x.Membership
+		}
+	}
+	return nil
+}
+
 type isCommand_Command interface {
 	isCommand_Command()
 }
@@ -112,9 +142,28 @@ type Command_RegisterTable struct {
 	RegisterTable *RegisterTableCommand `protobuf:"bytes,3,opt,name=register_table,json=registerTable,proto3,oneof"`
 }
 
+type Command_StoreCheckpoint struct {
+	StoreCheckpoint *StoreCheckpointCommand `protobuf:"bytes,4,opt,name=store_checkpoint,json=storeCheckpoint,proto3,oneof"`
+}
+
+type Command_RecordCosignRefusals struct {
+	RecordCosignRefusals *RecordCosignRefusalsCommand `protobuf:"bytes,5,opt,name=record_cosign_refusals,json=recordCosignRefusals,proto3,oneof"`
+}
+
+type Command_Membership struct {
+	// A step of a membership change (membership.proto).
+	Membership *MembershipCommand `protobuf:"bytes,10,opt,name=membership,proto3,oneof"`
+}
+
 func (*Command_Append) isCommand_Command() {}
 
 func (*Command_RegisterTable) isCommand_Command() {}
+
+func (*Command_StoreCheckpoint) isCommand_Command() {}
+
+func (*Command_RecordCosignRefusals) isCommand_Command() {}
+
+func (*Command_Membership) isCommand_Command() {}
 
 type AppendCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -228,6 +277,109 @@ func (x *RegisterTableCommand) GetBuckets() uint32 {
 	return 0
 }
 
+// StoreCheckpointCommand stores a table's cosigned checkpoint. Apply
+// re-checks it: the note parses, its origin names the table, its size is
+// above the stored checkpoint's and within the log, its root is the log's
+// root at that size, and (on a node with a policy) the policy is met.
+type StoreCheckpointCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// C2SP tlog-checkpoint signed note with its signature lines.
+	Note          []byte `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreCheckpointCommand) Reset() {
+	*x = StoreCheckpointCommand{}
+	mi := &file_witnz_witness_v1_fsm_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreCheckpointCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreCheckpointCommand) ProtoMessage() {}
+
+func (x *StoreCheckpointCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_fsm_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreCheckpointCommand.ProtoReflect.Descriptor instead.
+func (*StoreCheckpointCommand) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_fsm_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StoreCheckpointCommand) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *StoreCheckpointCommand) GetNote() []byte {
+	if x != nil {
+		return x.Note
+	}
+	return nil
+}
+
+// RecordCosignRefusalsCommand records, as evidence, the nodes that refused
+// to cosign a checkpoint and the cosignatures the leader refused.
+type RecordCosignRefusalsCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Refusals      []*CosignRefusal       `protobuf:"bytes,1,rep,name=refusals,proto3" json:"refusals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordCosignRefusalsCommand) Reset() {
+	*x = RecordCosignRefusalsCommand{}
+	mi := &file_witnz_witness_v1_fsm_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordCosignRefusalsCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordCosignRefusalsCommand) ProtoMessage() {}
+
+func (x *RecordCosignRefusalsCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_fsm_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordCosignRefusalsCommand.ProtoReflect.Descriptor instead.
+func (*RecordCosignRefusalsCommand) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_fsm_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RecordCosignRefusalsCommand) GetRefusals() []*CosignRefusal {
+	if x != nil {
+		return x.Refusals
+	}
+	return nil
+}
+
 // Rejection is what the FSM records when a command breaks an invariant.
 type Rejection struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -241,7 +393,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_witnz_witness_v1_fsm_proto_msgTypes[3]
+	mi := &file_witnz_witness_v1_fsm_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -253,7 +405,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_fsm_proto_msgTypes[3]
+	mi := &file_witnz_witness_v1_fsm_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -266,7 +418,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_fsm_proto_rawDescGZIP(), []int{3}
+	return file_witnz_witness_v1_fsm_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Rejection) GetRaftIndex() uint64 {
@@ -301,11 +453,17 @@ var File_witnz_witness_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_witnz_witness_v1_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x1awitnz/witness/v1/fsm.proto\x12\x10witnz.witness.v1\x1a\x1ewitnz/witness/v1/witness.proto\"\xce\x01\n" +
+	"\x1awitnz/witness/v1/fsm.proto\x12\x10witnz.witness.v1\x1a!witnz/witness/v1/membership.proto\x1a\x1ewitnz/witness/v1/witness.proto\"\xd3\x03\n" +
 	"\aCommand\x12,\n" +
 	"\x12proposed_at_micros\x18\x01 \x01(\x03R\x10proposedAtMicros\x129\n" +
 	"\x06append\x18\x02 \x01(\v2\x1f.witnz.witness.v1.AppendCommandH\x00R\x06append\x12O\n" +
-	"\x0eregister_table\x18\x03 \x01(\v2&.witnz.witness.v1.RegisterTableCommandH\x00R\rregisterTableB\t\n" +
+	"\x0eregister_table\x18\x03 \x01(\v2&.witnz.witness.v1.RegisterTableCommandH\x00R\rregisterTable\x12U\n" +
+	"\x10store_checkpoint\x18\x04 \x01(\v2(.witnz.witness.v1.StoreCheckpointCommandH\x00R\x0fstoreCheckpoint\x12e\n" +
+	"\x16record_cosign_refusals\x18\x05 \x01(\v2-.witnz.witness.v1.RecordCosignRefusalsCommandH\x00R\x14recordCosignRefusals\x12E\n" +
+	"\n" +
+	"membership\x18\n" +
+	" \x01(\v2#.witnz.witness.v1.MembershipCommandH\x00R\n" +
+	"membershipB\t\n" +
 	"\acommand\"X\n" +
 	"\rAppendCommand\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x121\n" +
@@ -313,7 +471,12 @@ const file_witnz_witness_v1_fsm_proto_rawDesc = "" +
 	"\x14RegisterTableCommand\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12/\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x1b.witnz.witness.v1.TableModeR\x04mode\x12\x18\n" +
-	"\abuckets\x18\x03 \x01(\rR\abuckets\"u\n" +
+	"\abuckets\x18\x03 \x01(\rR\abuckets\"B\n" +
+	"\x16StoreCheckpointCommand\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x12\n" +
+	"\x04note\x18\x02 \x01(\fR\x04note\"Z\n" +
+	"\x1bRecordCosignRefusalsCommand\x12;\n" +
+	"\brefusals\x18\x01 \x03(\v2\x1f.witnz.witness.v1.CosignRefusalR\brefusals\"u\n" +
 	"\tRejection\x12\x1d\n" +
 	"\n" +
 	"raft_index\x18\x01 \x01(\x04R\traftIndex\x12\x14\n" +
@@ -334,25 +497,33 @@ func file_witnz_witness_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_witnz_witness_v1_fsm_proto_rawDescData
 }
 
-var file_witnz_witness_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_witnz_witness_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_witnz_witness_v1_fsm_proto_goTypes = []any{
-	(*Command)(nil),              // 0: witnz.witness.v1.Command
-	(*AppendCommand)(nil),        // 1: witnz.witness.v1.AppendCommand
-	(*RegisterTableCommand)(nil), // 2: witnz.witness.v1.RegisterTableCommand
-	(*Rejection)(nil),            // 3: witnz.witness.v1.Rejection
-	(*Entry)(nil),                // 4: witnz.witness.v1.Entry
-	(TableMode)(0),               // 5: witnz.witness.v1.TableMode
+	(*Command)(nil),                     // 0: witnz.witness.v1.Command
+	(*AppendCommand)(nil),               // 1: witnz.witness.v1.AppendCommand
+	(*RegisterTableCommand)(nil),        // 2: witnz.witness.v1.RegisterTableCommand
+	(*StoreCheckpointCommand)(nil),      // 3: witnz.witness.v1.StoreCheckpointCommand
+	(*RecordCosignRefusalsCommand)(nil), // 4: witnz.witness.v1.RecordCosignRefusalsCommand
+	(*Rejection)(nil),                   // 5: witnz.witness.v1.Rejection
+	(*MembershipCommand)(nil),           // 6: witnz.witness.v1.MembershipCommand
+	(*Entry)(nil),                       // 7: witnz.witness.v1.Entry
+	(TableMode)(0),                      // 8: witnz.witness.v1.TableMode
+	(*CosignRefusal)(nil),               // 9: witnz.witness.v1.CosignRefusal
 }
 var file_witnz_witness_v1_fsm_proto_depIdxs = []int32{
 	1, // 0: witnz.witness.v1.Command.append:type_name -> witnz.witness.v1.AppendCommand
 	2, // 1: witnz.witness.v1.Command.register_table:type_name -> witnz.witness.v1.RegisterTableCommand
-	4, // 2: witnz.witness.v1.AppendCommand.entries:type_name -> witnz.witness.v1.Entry
-	5, // 3: witnz.witness.v1.RegisterTableCommand.mode:type_name -> witnz.witness.v1.TableMode
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	3, // 2: witnz.witness.v1.Command.store_checkpoint:type_name -> witnz.witness.v1.StoreCheckpointCommand
+	4, // 3: witnz.witness.v1.Command.record_cosign_refusals:type_name -> witnz.witness.v1.RecordCosignRefusalsCommand
+	6, // 4: witnz.witness.v1.Command.membership:type_name -> witnz.witness.v1.MembershipCommand
+	7, // 5: witnz.witness.v1.AppendCommand.entries:type_name -> witnz.witness.v1.Entry
+	8, // 6: witnz.witness.v1.RegisterTableCommand.mode:type_name -> witnz.witness.v1.TableMode
+	9, // 7: witnz.witness.v1.RecordCosignRefusalsCommand.refusals:type_name -> witnz.witness.v1.CosignRefusal
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_witnz_witness_v1_fsm_proto_init() }
@@ -360,10 +531,14 @@ func file_witnz_witness_v1_fsm_proto_init() {
 	if File_witnz_witness_v1_fsm_proto != nil {
 		return
 	}
+	file_witnz_witness_v1_membership_proto_init()
 	file_witnz_witness_v1_witness_proto_init()
 	file_witnz_witness_v1_fsm_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_Append)(nil),
 		(*Command_RegisterTable)(nil),
+		(*Command_StoreCheckpoint)(nil),
+		(*Command_RecordCosignRefusals)(nil),
+		(*Command_Membership)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -371,7 +546,7 @@ func file_witnz_witness_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_witnz_witness_v1_fsm_proto_rawDesc), len(file_witnz_witness_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

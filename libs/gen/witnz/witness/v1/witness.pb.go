@@ -212,6 +212,74 @@ func (Protection) EnumDescriptor() ([]byte, []int) {
 	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{2}
 }
 
+// CosignRefusalKind says why a checkpoint did not get a node's cosignature.
+type CosignRefusalKind int32
+
+const (
+	CosignRefusalKind_COSIGN_REFUSAL_KIND_UNSPECIFIED CosignRefusalKind = 0
+	// The node computed another root at that size from its own replica, or
+	// holds fewer entries than the size.
+	CosignRefusalKind_COSIGN_REFUSAL_KIND_ROOT_MISMATCH CosignRefusalKind = 1
+	// The checkpoint is older than the last one the node cosigned for the
+	// table (a replay).
+	CosignRefusalKind_COSIGN_REFUSAL_KIND_STALE CosignRefusalKind = 2
+	// The checkpoint does not extend the last one the node cosigned: same
+	// size with another root, or the node's own log no longer holds it.
+	CosignRefusalKind_COSIGN_REFUSAL_KIND_FORK CosignRefusalKind = 3
+	// The node's checkpoint policy differs from the proposer's.
+	CosignRefusalKind_COSIGN_REFUSAL_KIND_POLICY_MISMATCH CosignRefusalKind = 4
+	// The leader refused the cosignature the node returned: it does not
+	// verify with the node's key in the policy (forged or corrupted).
+	CosignRefusalKind_COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE CosignRefusalKind = 5
+)
+
+// Enum value maps for CosignRefusalKind.
+var (
+	CosignRefusalKind_name = map[int32]string{
+		0: "COSIGN_REFUSAL_KIND_UNSPECIFIED",
+		1: "COSIGN_REFUSAL_KIND_ROOT_MISMATCH",
+		2: "COSIGN_REFUSAL_KIND_STALE",
+		3: "COSIGN_REFUSAL_KIND_FORK",
+		4: "COSIGN_REFUSAL_KIND_POLICY_MISMATCH",
+		5: "COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE",
+	}
+	CosignRefusalKind_value = map[string]int32{
+		"COSIGN_REFUSAL_KIND_UNSPECIFIED":         0,
+		"COSIGN_REFUSAL_KIND_ROOT_MISMATCH":       1,
+		"COSIGN_REFUSAL_KIND_STALE":               2,
+		"COSIGN_REFUSAL_KIND_FORK":                3,
+		"COSIGN_REFUSAL_KIND_POLICY_MISMATCH":     4,
+		"COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE": 5,
+	}
+)
+
+func (x CosignRefusalKind) Enum() *CosignRefusalKind {
+	p := new(CosignRefusalKind)
+	*p = x
+	return p
+}
+
+func (x CosignRefusalKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CosignRefusalKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_witnz_witness_v1_witness_proto_enumTypes[3].Descriptor()
+}
+
+func (CosignRefusalKind) Type() protoreflect.EnumType {
+	return &file_witnz_witness_v1_witness_proto_enumTypes[3]
+}
+
+func (x CosignRefusalKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CosignRefusalKind.Descriptor instead.
+func (CosignRefusalKind) EnumDescriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{3}
+}
+
 // Entry is one logged change, as cdc-ingest submits it. The witness assigns
 // the sequence number; (commit_lsn, tx_index) orders entries within a table
 // and makes replays after a crash detectable.
@@ -904,9 +972,13 @@ type GetStatusResponse struct {
 	Members          []*Member    `protobuf:"bytes,8,rep,name=members,proto3" json:"members,omitempty"`
 	Tables           []*TableInfo `protobuf:"bytes,9,rep,name=tables,proto3" json:"tables,omitempty"`
 	// Ed25519 public key of this node's cosigner, as a note verifier key.
-	CosignerKey   string `protobuf:"bytes,10,opt,name=cosigner_key,json=cosignerKey,proto3" json:"cosigner_key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CosignerKey string `protobuf:"bytes,10,opt,name=cosigner_key,json=cosignerKey,proto3" json:"cosigner_key,omitempty"`
+	// The last cosigning refusals recorded in the replicated state, oldest
+	// first, and how many there have been in all.
+	CosignRefusals      []*CosignRefusal `protobuf:"bytes,11,rep,name=cosign_refusals,json=cosignRefusals,proto3" json:"cosign_refusals,omitempty"`
+	CosignRefusalsTotal uint64           `protobuf:"varint,12,opt,name=cosign_refusals_total,json=cosignRefusalsTotal,proto3" json:"cosign_refusals_total,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
@@ -1009,6 +1081,134 @@ func (x *GetStatusResponse) GetCosignerKey() string {
 	return ""
 }
 
+func (x *GetStatusResponse) GetCosignRefusals() []*CosignRefusal {
+	if x != nil {
+		return x.CosignRefusals
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetCosignRefusalsTotal() uint64 {
+	if x != nil {
+		return x.CosignRefusalsTotal
+	}
+	return 0
+}
+
+// CosignRefusal is the evidence of one disagreement about a checkpoint.
+type CosignRefusal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node that refused, or whose cosignature was refused.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The node that proposed the checkpoint (the leader).
+	ProposerId string `protobuf:"bytes,2,opt,name=proposer_id,json=proposerId,proto3" json:"proposer_id,omitempty"`
+	Table      string `protobuf:"bytes,3,opt,name=table,proto3" json:"table,omitempty"`
+	Size       uint64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	// The root the proposer computed.
+	Root   []byte            `protobuf:"bytes,5,opt,name=root,proto3" json:"root,omitempty"`
+	Kind   CosignRefusalKind `protobuf:"varint,6,opt,name=kind,proto3,enum=witnz.witness.v1.CosignRefusalKind" json:"kind,omitempty"`
+	Reason string            `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the proposer received the answer, microseconds since the Unix epoch.
+	AtMicros int64 `protobuf:"varint,8,opt,name=at_micros,json=atMicros,proto3" json:"at_micros,omitempty"`
+	// Raft index of the command that recorded it (set by the state machine).
+	RaftIndex     uint64 `protobuf:"varint,9,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CosignRefusal) Reset() {
+	*x = CosignRefusal{}
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CosignRefusal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CosignRefusal) ProtoMessage() {}
+
+func (x *CosignRefusal) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CosignRefusal.ProtoReflect.Descriptor instead.
+func (*CosignRefusal) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CosignRefusal) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *CosignRefusal) GetProposerId() string {
+	if x != nil {
+		return x.ProposerId
+	}
+	return ""
+}
+
+func (x *CosignRefusal) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *CosignRefusal) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *CosignRefusal) GetRoot() []byte {
+	if x != nil {
+		return x.Root
+	}
+	return nil
+}
+
+func (x *CosignRefusal) GetKind() CosignRefusalKind {
+	if x != nil {
+		return x.Kind
+	}
+	return CosignRefusalKind_COSIGN_REFUSAL_KIND_UNSPECIFIED
+}
+
+func (x *CosignRefusal) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CosignRefusal) GetAtMicros() int64 {
+	if x != nil {
+		return x.AtMicros
+	}
+	return 0
+}
+
+func (x *CosignRefusal) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
 type GetEntriesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
@@ -1021,7 +1221,7 @@ type GetEntriesRequest struct {
 
 func (x *GetEntriesRequest) Reset() {
 	*x = GetEntriesRequest{}
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[10]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1233,7 @@ func (x *GetEntriesRequest) String() string {
 func (*GetEntriesRequest) ProtoMessage() {}
 
 func (x *GetEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[10]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1246,7 @@ func (x *GetEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntriesRequest.ProtoReflect.Descriptor instead.
 func (*GetEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{10}
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetEntriesRequest) GetTable() string {
@@ -1079,7 +1279,7 @@ type GetEntriesResponse struct {
 
 func (x *GetEntriesResponse) Reset() {
 	*x = GetEntriesResponse{}
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[11]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1291,7 @@ func (x *GetEntriesResponse) String() string {
 func (*GetEntriesResponse) ProtoMessage() {}
 
 func (x *GetEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[11]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1304,7 @@ func (x *GetEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntriesResponse.ProtoReflect.Descriptor instead.
 func (*GetEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{11}
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetEntriesResponse) GetEntries() []*LoggedEntry {
@@ -1126,7 +1326,7 @@ type GetInclusionProofRequest struct {
 
 func (x *GetInclusionProofRequest) Reset() {
 	*x = GetInclusionProofRequest{}
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[12]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1338,7 @@ func (x *GetInclusionProofRequest) String() string {
 func (*GetInclusionProofRequest) ProtoMessage() {}
 
 func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[12]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1351,7 @@ func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{12}
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetInclusionProofRequest) GetTable() string {
@@ -1188,7 +1388,7 @@ type GetInclusionProofResponse struct {
 
 func (x *GetInclusionProofResponse) Reset() {
 	*x = GetInclusionProofResponse{}
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[13]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1400,7 @@ func (x *GetInclusionProofResponse) String() string {
 func (*GetInclusionProofResponse) ProtoMessage() {}
 
 func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[13]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1413,7 @@ func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{13}
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetInclusionProofResponse) GetIndex() uint64 {
@@ -1263,7 +1463,7 @@ type GetConsistencyProofRequest struct {
 
 func (x *GetConsistencyProofRequest) Reset() {
 	*x = GetConsistencyProofRequest{}
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[14]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1475,7 @@ func (x *GetConsistencyProofRequest) String() string {
 func (*GetConsistencyProofRequest) ProtoMessage() {}
 
 func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[14]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1488,7 @@ func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{14}
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetConsistencyProofRequest) GetTable() string {
@@ -1325,7 +1525,7 @@ type GetConsistencyProofResponse struct {
 
 func (x *GetConsistencyProofResponse) Reset() {
 	*x = GetConsistencyProofResponse{}
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[15]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1537,7 @@ func (x *GetConsistencyProofResponse) String() string {
 func (*GetConsistencyProofResponse) ProtoMessage() {}
 
 func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[15]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1550,7 @@ func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{15}
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetConsistencyProofResponse) GetFromSize() uint64 {
@@ -1397,7 +1597,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[16]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1609,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[16]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1622,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{16}
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetCheckpointRequest) GetTable() string {
@@ -1445,7 +1645,7 @@ type GetCheckpointResponse struct {
 
 func (x *GetCheckpointResponse) Reset() {
 	*x = GetCheckpointResponse{}
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[17]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1657,7 @@ func (x *GetCheckpointResponse) String() string {
 func (*GetCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[17]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1670,7 @@ func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{17}
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetCheckpointResponse) GetNote() []byte {
@@ -1512,7 +1712,7 @@ type GetStateDigestRequest struct {
 
 func (x *GetStateDigestRequest) Reset() {
 	*x = GetStateDigestRequest{}
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[18]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1724,7 @@ func (x *GetStateDigestRequest) String() string {
 func (*GetStateDigestRequest) ProtoMessage() {}
 
 func (x *GetStateDigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[18]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1737,7 @@ func (x *GetStateDigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateDigestRequest.ProtoReflect.Descriptor instead.
 func (*GetStateDigestRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{18}
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetStateDigestRequest) GetTable() string {
@@ -1566,7 +1766,7 @@ type BucketDigest struct {
 
 func (x *BucketDigest) Reset() {
 	*x = BucketDigest{}
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[19]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +1778,7 @@ func (x *BucketDigest) String() string {
 func (*BucketDigest) ProtoMessage() {}
 
 func (x *BucketDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[19]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +1791,7 @@ func (x *BucketDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BucketDigest.ProtoReflect.Descriptor instead.
 func (*BucketDigest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{19}
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BucketDigest) GetBucket() uint32 {
@@ -1626,7 +1826,7 @@ type GetStateDigestResponse struct {
 
 func (x *GetStateDigestResponse) Reset() {
 	*x = GetStateDigestResponse{}
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[20]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1838,7 @@ func (x *GetStateDigestResponse) String() string {
 func (*GetStateDigestResponse) ProtoMessage() {}
 
 func (x *GetStateDigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_witness_proto_msgTypes[20]
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1851,7 @@ func (x *GetStateDigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateDigestResponse.ProtoReflect.Descriptor instead.
 func (*GetStateDigestResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{20}
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetStateDigestResponse) GetSize() uint64 {
@@ -1741,7 +1941,7 @@ const file_witnz_witness_v1_witness_proto_rawDesc = "" +
 	"\vapi_address\x18\x03 \x01(\tR\n" +
 	"apiAddress\x12\x14\n" +
 	"\x05voter\x18\x04 \x01(\bR\x05voter\x12\x16\n" +
-	"\x06leader\x18\x05 \x01(\bR\x06leader\"\xf5\x02\n" +
+	"\x06leader\x18\x05 \x01(\bR\x06leader\"\xf3\x03\n" +
 	"\x11GetStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -1753,7 +1953,21 @@ const file_witnz_witness_v1_witness_proto_rawDesc = "" +
 	"\amembers\x18\b \x03(\v2\x18.witnz.witness.v1.MemberR\amembers\x123\n" +
 	"\x06tables\x18\t \x03(\v2\x1b.witnz.witness.v1.TableInfoR\x06tables\x12!\n" +
 	"\fcosigner_key\x18\n" +
-	" \x01(\tR\vcosignerKey\"Q\n" +
+	" \x01(\tR\vcosignerKey\x12H\n" +
+	"\x0fcosign_refusals\x18\v \x03(\v2\x1f.witnz.witness.v1.CosignRefusalR\x0ecosignRefusals\x122\n" +
+	"\x15cosign_refusals_total\x18\f \x01(\x04R\x13cosignRefusalsTotal\"\x94\x02\n" +
+	"\rCosignRefusal\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1f\n" +
+	"\vproposer_id\x18\x02 \x01(\tR\n" +
+	"proposerId\x12\x14\n" +
+	"\x05table\x18\x03 \x01(\tR\x05table\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x12\n" +
+	"\x04root\x18\x05 \x01(\fR\x04root\x127\n" +
+	"\x04kind\x18\x06 \x01(\x0e2#.witnz.witness.v1.CosignRefusalKindR\x04kind\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12\x1b\n" +
+	"\tat_micros\x18\b \x01(\x03R\batMicros\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\t \x01(\x04R\traftIndex\"Q\n" +
 	"\x11GetEntriesRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x10\n" +
@@ -1824,7 +2038,14 @@ const file_witnz_witness_v1_witness_proto_rawDesc = "" +
 	"\x16PROTECTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PROTECTION_BASELINING\x10\x01\x12\x18\n" +
 	"\x14PROTECTION_PROTECTED\x10\x02\x12\x1a\n" +
-	"\x16PROTECTION_UNPROTECTED\x10\x032\xbb\x06\n" +
+	"\x16PROTECTION_UNPROTECTED\x10\x03*\xf2\x01\n" +
+	"\x11CosignRefusalKind\x12#\n" +
+	"\x1fCOSIGN_REFUSAL_KIND_UNSPECIFIED\x10\x00\x12%\n" +
+	"!COSIGN_REFUSAL_KIND_ROOT_MISMATCH\x10\x01\x12\x1d\n" +
+	"\x19COSIGN_REFUSAL_KIND_STALE\x10\x02\x12\x1c\n" +
+	"\x18COSIGN_REFUSAL_KIND_FORK\x10\x03\x12'\n" +
+	"#COSIGN_REFUSAL_KIND_POLICY_MISMATCH\x10\x04\x12+\n" +
+	"'COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE\x10\x052\xbb\x06\n" +
 	"\x0eWitnessService\x12M\n" +
 	"\x06Append\x12\x1f.witnz.witness.v1.AppendRequest\x1a .witnz.witness.v1.AppendResponse\"\x00\x12b\n" +
 	"\rRegisterTable\x12&.witnz.witness.v1.RegisterTableRequest\x1a'.witnz.witness.v1.RegisterTableResponse\"\x00\x12Y\n" +
@@ -1849,69 +2070,73 @@ func file_witnz_witness_v1_witness_proto_rawDescGZIP() []byte {
 	return file_witnz_witness_v1_witness_proto_rawDescData
 }
 
-var file_witnz_witness_v1_witness_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_witnz_witness_v1_witness_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_witnz_witness_v1_witness_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_witnz_witness_v1_witness_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_witnz_witness_v1_witness_proto_goTypes = []any{
 	(Op)(0),                             // 0: witnz.witness.v1.Op
 	(TableMode)(0),                      // 1: witnz.witness.v1.TableMode
 	(Protection)(0),                     // 2: witnz.witness.v1.Protection
-	(*Entry)(nil),                       // 3: witnz.witness.v1.Entry
-	(*LoggedEntry)(nil),                 // 4: witnz.witness.v1.LoggedEntry
-	(*AppendRequest)(nil),               // 5: witnz.witness.v1.AppendRequest
-	(*AppendResponse)(nil),              // 6: witnz.witness.v1.AppendResponse
-	(*RegisterTableRequest)(nil),        // 7: witnz.witness.v1.RegisterTableRequest
-	(*RegisterTableResponse)(nil),       // 8: witnz.witness.v1.RegisterTableResponse
-	(*GetStatusRequest)(nil),            // 9: witnz.witness.v1.GetStatusRequest
-	(*TableInfo)(nil),                   // 10: witnz.witness.v1.TableInfo
-	(*Member)(nil),                      // 11: witnz.witness.v1.Member
-	(*GetStatusResponse)(nil),           // 12: witnz.witness.v1.GetStatusResponse
-	(*GetEntriesRequest)(nil),           // 13: witnz.witness.v1.GetEntriesRequest
-	(*GetEntriesResponse)(nil),          // 14: witnz.witness.v1.GetEntriesResponse
-	(*GetInclusionProofRequest)(nil),    // 15: witnz.witness.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),   // 16: witnz.witness.v1.GetInclusionProofResponse
-	(*GetConsistencyProofRequest)(nil),  // 17: witnz.witness.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil), // 18: witnz.witness.v1.GetConsistencyProofResponse
-	(*GetCheckpointRequest)(nil),        // 19: witnz.witness.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),       // 20: witnz.witness.v1.GetCheckpointResponse
-	(*GetStateDigestRequest)(nil),       // 21: witnz.witness.v1.GetStateDigestRequest
-	(*BucketDigest)(nil),                // 22: witnz.witness.v1.BucketDigest
-	(*GetStateDigestResponse)(nil),      // 23: witnz.witness.v1.GetStateDigestResponse
-	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
+	(CosignRefusalKind)(0),              // 3: witnz.witness.v1.CosignRefusalKind
+	(*Entry)(nil),                       // 4: witnz.witness.v1.Entry
+	(*LoggedEntry)(nil),                 // 5: witnz.witness.v1.LoggedEntry
+	(*AppendRequest)(nil),               // 6: witnz.witness.v1.AppendRequest
+	(*AppendResponse)(nil),              // 7: witnz.witness.v1.AppendResponse
+	(*RegisterTableRequest)(nil),        // 8: witnz.witness.v1.RegisterTableRequest
+	(*RegisterTableResponse)(nil),       // 9: witnz.witness.v1.RegisterTableResponse
+	(*GetStatusRequest)(nil),            // 10: witnz.witness.v1.GetStatusRequest
+	(*TableInfo)(nil),                   // 11: witnz.witness.v1.TableInfo
+	(*Member)(nil),                      // 12: witnz.witness.v1.Member
+	(*GetStatusResponse)(nil),           // 13: witnz.witness.v1.GetStatusResponse
+	(*CosignRefusal)(nil),               // 14: witnz.witness.v1.CosignRefusal
+	(*GetEntriesRequest)(nil),           // 15: witnz.witness.v1.GetEntriesRequest
+	(*GetEntriesResponse)(nil),          // 16: witnz.witness.v1.GetEntriesResponse
+	(*GetInclusionProofRequest)(nil),    // 17: witnz.witness.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),   // 18: witnz.witness.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),  // 19: witnz.witness.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil), // 20: witnz.witness.v1.GetConsistencyProofResponse
+	(*GetCheckpointRequest)(nil),        // 21: witnz.witness.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),       // 22: witnz.witness.v1.GetCheckpointResponse
+	(*GetStateDigestRequest)(nil),       // 23: witnz.witness.v1.GetStateDigestRequest
+	(*BucketDigest)(nil),                // 24: witnz.witness.v1.BucketDigest
+	(*GetStateDigestResponse)(nil),      // 25: witnz.witness.v1.GetStateDigestResponse
+	(*timestamppb.Timestamp)(nil),       // 26: google.protobuf.Timestamp
 }
 var file_witnz_witness_v1_witness_proto_depIdxs = []int32{
 	0,  // 0: witnz.witness.v1.Entry.op:type_name -> witnz.witness.v1.Op
-	3,  // 1: witnz.witness.v1.LoggedEntry.entry:type_name -> witnz.witness.v1.Entry
-	3,  // 2: witnz.witness.v1.AppendRequest.entries:type_name -> witnz.witness.v1.Entry
+	4,  // 1: witnz.witness.v1.LoggedEntry.entry:type_name -> witnz.witness.v1.Entry
+	4,  // 2: witnz.witness.v1.AppendRequest.entries:type_name -> witnz.witness.v1.Entry
 	1,  // 3: witnz.witness.v1.RegisterTableRequest.mode:type_name -> witnz.witness.v1.TableMode
-	10, // 4: witnz.witness.v1.RegisterTableResponse.table:type_name -> witnz.witness.v1.TableInfo
+	11, // 4: witnz.witness.v1.RegisterTableResponse.table:type_name -> witnz.witness.v1.TableInfo
 	1,  // 5: witnz.witness.v1.TableInfo.mode:type_name -> witnz.witness.v1.TableMode
 	2,  // 6: witnz.witness.v1.TableInfo.protection:type_name -> witnz.witness.v1.Protection
-	11, // 7: witnz.witness.v1.GetStatusResponse.members:type_name -> witnz.witness.v1.Member
-	10, // 8: witnz.witness.v1.GetStatusResponse.tables:type_name -> witnz.witness.v1.TableInfo
-	4,  // 9: witnz.witness.v1.GetEntriesResponse.entries:type_name -> witnz.witness.v1.LoggedEntry
-	24, // 10: witnz.witness.v1.GetCheckpointResponse.created_at:type_name -> google.protobuf.Timestamp
-	22, // 11: witnz.witness.v1.GetStateDigestResponse.buckets:type_name -> witnz.witness.v1.BucketDigest
-	5,  // 12: witnz.witness.v1.WitnessService.Append:input_type -> witnz.witness.v1.AppendRequest
-	7,  // 13: witnz.witness.v1.WitnessService.RegisterTable:input_type -> witnz.witness.v1.RegisterTableRequest
-	9,  // 14: witnz.witness.v1.WitnessService.GetStatus:input_type -> witnz.witness.v1.GetStatusRequest
-	13, // 15: witnz.witness.v1.WitnessService.GetEntries:input_type -> witnz.witness.v1.GetEntriesRequest
-	15, // 16: witnz.witness.v1.WitnessService.GetInclusionProof:input_type -> witnz.witness.v1.GetInclusionProofRequest
-	17, // 17: witnz.witness.v1.WitnessService.GetConsistencyProof:input_type -> witnz.witness.v1.GetConsistencyProofRequest
-	19, // 18: witnz.witness.v1.WitnessService.GetCheckpoint:input_type -> witnz.witness.v1.GetCheckpointRequest
-	21, // 19: witnz.witness.v1.WitnessService.GetStateDigest:input_type -> witnz.witness.v1.GetStateDigestRequest
-	6,  // 20: witnz.witness.v1.WitnessService.Append:output_type -> witnz.witness.v1.AppendResponse
-	8,  // 21: witnz.witness.v1.WitnessService.RegisterTable:output_type -> witnz.witness.v1.RegisterTableResponse
-	12, // 22: witnz.witness.v1.WitnessService.GetStatus:output_type -> witnz.witness.v1.GetStatusResponse
-	14, // 23: witnz.witness.v1.WitnessService.GetEntries:output_type -> witnz.witness.v1.GetEntriesResponse
-	16, // 24: witnz.witness.v1.WitnessService.GetInclusionProof:output_type -> witnz.witness.v1.GetInclusionProofResponse
-	18, // 25: witnz.witness.v1.WitnessService.GetConsistencyProof:output_type -> witnz.witness.v1.GetConsistencyProofResponse
-	20, // 26: witnz.witness.v1.WitnessService.GetCheckpoint:output_type -> witnz.witness.v1.GetCheckpointResponse
-	23, // 27: witnz.witness.v1.WitnessService.GetStateDigest:output_type -> witnz.witness.v1.GetStateDigestResponse
-	20, // [20:28] is the sub-list for method output_type
-	12, // [12:20] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	12, // 7: witnz.witness.v1.GetStatusResponse.members:type_name -> witnz.witness.v1.Member
+	11, // 8: witnz.witness.v1.GetStatusResponse.tables:type_name -> witnz.witness.v1.TableInfo
+	14, // 9: witnz.witness.v1.GetStatusResponse.cosign_refusals:type_name -> witnz.witness.v1.CosignRefusal
+	3,  // 10: witnz.witness.v1.CosignRefusal.kind:type_name -> witnz.witness.v1.CosignRefusalKind
+	5,  // 11: witnz.witness.v1.GetEntriesResponse.entries:type_name -> witnz.witness.v1.LoggedEntry
+	26, // 12: witnz.witness.v1.GetCheckpointResponse.created_at:type_name -> google.protobuf.Timestamp
+	24, // 13: witnz.witness.v1.GetStateDigestResponse.buckets:type_name -> witnz.witness.v1.BucketDigest
+	6,  // 14: witnz.witness.v1.WitnessService.Append:input_type -> witnz.witness.v1.AppendRequest
+	8,  // 15: witnz.witness.v1.WitnessService.RegisterTable:input_type -> witnz.witness.v1.RegisterTableRequest
+	10, // 16: witnz.witness.v1.WitnessService.GetStatus:input_type -> witnz.witness.v1.GetStatusRequest
+	15, // 17: witnz.witness.v1.WitnessService.GetEntries:input_type -> witnz.witness.v1.GetEntriesRequest
+	17, // 18: witnz.witness.v1.WitnessService.GetInclusionProof:input_type -> witnz.witness.v1.GetInclusionProofRequest
+	19, // 19: witnz.witness.v1.WitnessService.GetConsistencyProof:input_type -> witnz.witness.v1.GetConsistencyProofRequest
+	21, // 20: witnz.witness.v1.WitnessService.GetCheckpoint:input_type -> witnz.witness.v1.GetCheckpointRequest
+	23, // 21: witnz.witness.v1.WitnessService.GetStateDigest:input_type -> witnz.witness.v1.GetStateDigestRequest
+	7,  // 22: witnz.witness.v1.WitnessService.Append:output_type -> witnz.witness.v1.AppendResponse
+	9,  // 23: witnz.witness.v1.WitnessService.RegisterTable:output_type -> witnz.witness.v1.RegisterTableResponse
+	13, // 24: witnz.witness.v1.WitnessService.GetStatus:output_type -> witnz.witness.v1.GetStatusResponse
+	16, // 25: witnz.witness.v1.WitnessService.GetEntries:output_type -> witnz.witness.v1.GetEntriesResponse
+	18, // 26: witnz.witness.v1.WitnessService.GetInclusionProof:output_type -> witnz.witness.v1.GetInclusionProofResponse
+	20, // 27: witnz.witness.v1.WitnessService.GetConsistencyProof:output_type -> witnz.witness.v1.GetConsistencyProofResponse
+	22, // 28: witnz.witness.v1.WitnessService.GetCheckpoint:output_type -> witnz.witness.v1.GetCheckpointResponse
+	25, // 29: witnz.witness.v1.WitnessService.GetStateDigest:output_type -> witnz.witness.v1.GetStateDigestResponse
+	22, // [22:30] is the sub-list for method output_type
+	14, // [14:22] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_witnz_witness_v1_witness_proto_init() }
@@ -1924,8 +2149,8 @@ func file_witnz_witness_v1_witness_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_witnz_witness_v1_witness_proto_rawDesc), len(file_witnz_witness_v1_witness_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   21,
+			NumEnums:      4,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -77,7 +77,9 @@ type WitnessServiceClient interface {
 	// GetConsistencyProof proves that the tree of size to extends the tree of
 	// size from.
 	GetConsistencyProof(context.Context, *connect.Request[v1.GetConsistencyProofRequest]) (*connect.Response[v1.GetConsistencyProofResponse], error)
-	// GetCheckpoint returns the latest cosigned checkpoint of a table.
+	// GetCheckpoint returns the latest cosigned checkpoint of a table, from
+	// this node's replica; NOT_FOUND before the first one
+	// (docs/design/0009-cosigning.md).
 	GetCheckpoint(context.Context, *connect.Request[v1.GetCheckpointRequest]) (*connect.Response[v1.GetCheckpointResponse], error)
 	// GetStateDigest returns the per-bucket state digest of a table as of a
 	// log position.
@@ -223,7 +225,9 @@ type WitnessServiceHandler interface {
 	// GetConsistencyProof proves that the tree of size to extends the tree of
 	// size from.
 	GetConsistencyProof(context.Context, *connect.Request[v1.GetConsistencyProofRequest]) (*connect.Response[v1.GetConsistencyProofResponse], error)
-	// GetCheckpoint returns the latest cosigned checkpoint of a table.
+	// GetCheckpoint returns the latest cosigned checkpoint of a table, from
+	// this node's replica; NOT_FOUND before the first one
+	// (docs/design/0009-cosigning.md).
 	GetCheckpoint(context.Context, *connect.Request[v1.GetCheckpointRequest]) (*connect.Response[v1.GetCheckpointResponse], error)
 	// GetStateDigest returns the per-bucket state digest of a table as of a
 	// log position.

@@ -1,0 +1,164 @@
+package cosign
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
+	"github.com/witnz/witnz/libs/gen/witnz/alert/v1/alertv1connect"
+	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
+)
+
+// Alert types raised by the witness.
+const (
+	// TypeCosignRefused: a node refused to cosign a checkpoint because its
+	// own state disagrees (or its policy differs).
+	TypeCosignRefused = "witness.cosign_refused"
+	// TypeCosignatureInvalid: the leader refused the cosignature a node
+	// returned (forged, corrupted, or by a key not in the policy).
+	TypeCosignatureInvalid = "witness.cosignature_invalid"
+)
+
+// Source is the source of the witness's alerts.
+const Source = "witness"
+
+// alertQueue bounds the alerts waiting for delivery.
+const alertQueue = 1024
+
+// RefusalAlert is the alert for a recorded refusal. Its id is derived from
+// the refusal (cluster, table, node, size, root, kind), so the refusing node
+// and the leader, which both raise it, raise one alert.
+func RefusalAlert(cluster string, r *witnessv1.CosignRefusal) *alertv1.Alert {
+	typ, sev := TypeCosignRefused, alertv1.Severity_SEVERITY_CRITICAL
+	msg := fmt.Sprintf("witness node %s refused to cosign the checkpoint of %s at size %d proposed by %s: %s", r.GetNodeId(), r.GetTable(), r.GetSize(), r.GetProposerId(), r.GetReason())
+	switch r.GetKind() {
+	case witnessv1.CosignRefusalKind_COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE:
+		typ = TypeCosignatureInvalid
+		msg = fmt.Sprintf("witness node %s returned an invalid cosignature for the checkpoint of %s at size %d (refused by %s): %s", r.GetNodeId(), r.GetTable(), r.GetSize(), r.GetProposerId(), r.GetReason())
+	case witnessv1.CosignRefusalKind_COSIGN_REFUSAL_KIND_POLICY_MISMATCH:
+		sev = alertv1.Severity_SEVERITY_HIGH
+	}
+	detail, err := structpb.NewStruct(map[string]any{
+		"cluster":  cluster,
+		"node_id":  r.GetNodeId(),
+		"proposer": r.GetProposerId(),
+		"table":    r.GetTable(),
+		"size":     fmt.Sprint(r.GetSize()),
+		"root":     b64(r.GetRoot()),
+		"kind":     r.GetKind().String(),
+		"reason":   r.GetReason(),
+	})
+	if err != nil {
+		// Only strings go in: NewStruct cannot fail on them.
+		detail = &structpb.Struct{}
+	}
+	return &alertv1.Alert{
+		AlertId:    refusalAlertID(cluster, r),
+		Type:       typ,
+		Severity:   sev,
+		Message:    msg,
+		Source:     Source,
+		Table:      r.GetTable(),
+		Detail:     detail,
+		OccurredAt: timestamppb.New(time.UnixMicro(r.GetAtMicros())),
+	}
+}
+
+// refusalAlertID is a UUID (version 8, RFC 9562) from SHA-256 of what the
+// refusal is about.
+func refusalAlertID(cluster string, r *witnessv1.CosignRefusal) string {
+	h := sha256.New()
+	for _, s := range []string{"witnz/alert/witness/cosign/v1", cluster, r.GetTable(), r.GetNodeId()} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	var b [12]byte
+	binary.BigEndian.PutUint64(b[:8], r.GetSize())
+	binary.BigEndian.PutUint32(b[8:], uint32(r.GetKind()))
+	h.Write(b[:])
+	h.Write(r.GetRoot())
+	var u [16]byte
+	copy(u[:], h.Sum(nil))
+	u[6] = u[6]&0x0f | 0x80 // version 8
+	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
+
+// Alerter delivers alerts to the alert service in the background, retrying
+// until it has them. A nil *Alerter drops alerts (the caller logs them).
+type Alerter struct {
+	client alertv1connect.AlertServiceClient
+	log    *slog.Logger
+	queue  chan *alertv1.Alert
+}
+
+// NewAlerter returns an Alerter calling client; Run delivers.
+func NewAlerter(client alertv1connect.AlertServiceClient, log *slog.Logger) *Alerter {
+	return &Alerter{client: client, log: log, queue: make(chan *alertv1.Alert, alertQueue)}
+}
+
+// Raise queues an alert without waiting. When the queue is full the alert
+// is dropped and logged: the refusal is in the replicated state anyway.
+func (a *Alerter) Raise(al *alertv1.Alert) {
+	if a == nil {
+		return
+	}
+	select {
+	case a.queue <- al:
+	default:
+		a.log.Error("alert queue full: alert dropped", "type", al.GetType(), "alert_id", al.GetAlertId(), "message", al.GetMessage())
+	}
+}
+
+// Run delivers queued alerts until ctx ends. Ingestion is idempotent on
+// alert ids, so a retry after a lost answer stores nothing twice.
+func (a *Alerter) Run(ctx context.Context) error {
+	if a == nil {
+		return nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case al := <-a.queue:
+			a.deliver(ctx, al)
+		}
+	}
+}
+
+func (a *Alerter) deliver(ctx context.Context, al *alertv1.Alert) {
+	wait := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		_, err := a.client.IngestAlerts(ctx, connect.NewRequest(&alertv1.IngestAlertsRequest{Alerts: []*alertv1.Alert{al}}))
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		switch connect.CodeOf(err) {
+		case connect.CodeInvalidArgument, connect.CodePermissionDenied, connect.CodeUnauthenticated:
+			// Resending cannot help: the alert service refuses this alert
+			// or this node.
+			a.log.Error("the alert service refused an alert; dropped", "alert_id", al.GetAlertId(), "type", al.GetType(), "message", al.GetMessage(), "error", err)
+			return
+		}
+		a.log.Warn("alert delivery failed; retrying", "alert_id", al.GetAlertId(), "attempt", attempt, "code", connect.CodeOf(err).String(), "error", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
