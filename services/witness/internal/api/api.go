@@ -35,6 +35,21 @@ type Service struct {
 	now      func() time.Time
 	// cosignerKey is this node's cosigner verifier key, "" without one.
 	cosignerKey string
+	// onRejection, when set, hears of every command the state machine
+	// rejected (recorded in the replicated state), to raise an alert.
+	onRejection func(*witnessv1.Rejection)
+}
+
+// SetRejectionHook makes the service report each rejected command to fn.
+func (s *Service) SetRejectionHook(fn func(*witnessv1.Rejection)) { s.onRejection = fn }
+
+// rejected reports a rejection the state machine recorded and maps it to
+// a Connect error.
+func (s *Service) rejected(res *fsm.Result) error {
+	if s.onRejection != nil && res.Rejection != nil {
+		s.onRejection(res.Rejection)
+	}
+	return rejectionError(res.Err)
 }
 
 var _ witnessv1connect.WitnessServiceHandler = (*Service)(nil)
@@ -131,7 +146,7 @@ func (s *Service) Append(ctx context.Context, req *connect.Request[witnessv1.App
 		return nil, proposeError(err)
 	}
 	if res.Err != nil {
-		return nil, rejectionError(res.Err)
+		return nil, s.rejected(res)
 	}
 	return connect.NewResponse(&witnessv1.AppendResponse{
 		Table:      res.Table.Name,
@@ -164,7 +179,7 @@ func (s *Service) RegisterTable(ctx context.Context, req *connect.Request[witnes
 		return nil, proposeError(err)
 	}
 	if res.Err != nil {
-		return nil, rejectionError(res.Err)
+		return nil, s.rejected(res)
 	}
 	return connect.NewResponse(&witnessv1.RegisterTableResponse{Table: tableInfo(res.Table), Created: res.Created}), nil
 }

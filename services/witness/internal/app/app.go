@@ -10,11 +10,13 @@ import (
 	"net"
 	"time"
 
+	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/witness/v1/witnessv1connect"
 	"github.com/witnz/witnz/libs/mtls"
 	"github.com/witnz/witnz/libs/rpcserver"
 	"github.com/witnz/witnz/services/witness/internal/api"
 	"github.com/witnz/witnz/services/witness/internal/config"
+	"github.com/witnz/witnz/services/witness/internal/cosign"
 	"github.com/witnz/witnz/services/witness/internal/node"
 )
 
@@ -88,6 +90,9 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	}
 	svc := api.New(n, cfg.IngestIdentity, srv.Stopping())
 	svc.SetCosignerKey(cs.verifierKey())
+	if cs.alerts != nil {
+		svc.SetRejectionHook(func(r *witnessv1.Rejection) { cs.alerts.Raise(cosign.RejectionAlert(cfg.Cosign.Cluster, r)) })
+	}
 	path, h := witnessv1connect.NewWitnessServiceHandler(svc, srv.HandlerOptions()...)
 	srv.Handle(path, h, witnessv1connect.WitnessServiceName)
 	mpath, mh := witnessv1connect.NewMembershipServiceHandler(api.NewMembership(n), srv.HandlerOptions()...)

@@ -25,7 +25,48 @@ const (
 	// TypeCosignatureInvalid: the leader refused the cosignature a node
 	// returned (forged, corrupted, or by a key not in the policy).
 	TypeCosignatureInvalid = "witness.cosignature_invalid"
+	// TypeCommandRejected: the state machine rejected a command (a batch
+	// out of order, a change of a table that is not protected, ...); the
+	// rejection is recorded in the replicated state.
+	TypeCommandRejected = "witness.command_rejected"
 )
+
+// RejectionAlert is the alert for a command the state machine rejected.
+// Its id is derived from the cluster and the Raft index, which every node
+// agrees on.
+func RejectionAlert(cluster string, r *witnessv1.Rejection) *alertv1.Alert {
+	h := sha256.New()
+	for _, s := range []string{"witnz/alert/witness/rejection/v1", cluster, r.GetTable()} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], r.GetRaftIndex())
+	h.Write(b[:])
+	var u [16]byte
+	copy(u[:], h.Sum(nil))
+	u[6] = u[6]&0x0f | 0x80 // version 8
+	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
+	detail, err := structpb.NewStruct(map[string]any{
+		"cluster":    cluster,
+		"table":      r.GetTable(),
+		"raft_index": fmt.Sprint(r.GetRaftIndex()),
+		"reason":     r.GetReason(),
+	})
+	if err != nil {
+		detail = &structpb.Struct{}
+	}
+	return &alertv1.Alert{
+		AlertId:    fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]),
+		Type:       TypeCommandRejected,
+		Severity:   alertv1.Severity_SEVERITY_HIGH,
+		Message:    fmt.Sprintf("the witness state machine rejected a command for %s at Raft index %d: %s", r.GetTable(), r.GetRaftIndex(), r.GetReason()),
+		Source:     Source,
+		Table:      r.GetTable(),
+		Detail:     detail,
+		OccurredAt: timestamppb.New(time.UnixMicro(r.GetAtMicros())),
+	}
+}
 
 // Source is the source of the witness's alerts.
 const Source = "witness"
