@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/witnz/witnz/libs/pgbin"
+	"github.com/witnz/witnz/tools/bench/internal/bareraft"
 	"github.com/witnz/witnz/tools/bench/internal/config"
 	"github.com/witnz/witnz/tools/bench/internal/report"
 	"github.com/witnz/witnz/tools/bench/internal/rows"
@@ -21,6 +22,15 @@ import (
 
 // Run is the whole harness.
 func Run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == bareraft.Command {
+		// B11 starts this binary again as the nodes of its bare Raft
+		// cluster.
+		return bareraft.Serve(ctx, args[1:], stderr)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
 	defs := rows.Defs()
 	var ids []string
 	for _, d := range defs {
@@ -51,7 +61,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 
-	env := &rows.Env{D: rows.Full, Repo: cfg.Repo, Bin: cfg.Bin, Work: work, Log: stderr}
+	env := &rows.Env{D: rows.Full, Repo: cfg.Repo, Bin: cfg.Bin, Work: work, Log: stderr, Self: self}
 	mode := "full"
 	if cfg.Quick {
 		env.D, mode = rows.Quick, "quick"

@@ -38,6 +38,7 @@ type b2 struct {
 	leaderChanges int
 	cpuBase       []cpuuse.Usage
 	cpuMeas       cpuuse.Usage
+	inside        string
 }
 
 func runB2(ctx context.Context, e *Env) []report.Row {
@@ -169,9 +170,11 @@ func (b *b2) measure(ctx context.Context, e *Env, s *stack.Stack) error {
 		ps, err := probe(pctx, cl, dsn)
 		probes <- probed{ps, err}
 	}()
+	in0 := scrapeInside(ctx, s)
 	cpu := e.cpuMeter()
 	res, err := load.Run(ctx, b2Load(dsn, e.D.B2Load))
 	b.cpuMeas = cpu()
+	b.inside = insideNote(in0, scrapeInside(ctx, s))
 	stopProbes()
 	p := <-probes
 	if err != nil {
@@ -316,6 +319,9 @@ func (b *b2) row(e *Env) report.Row {
 		fmt.Sprintf("client INSERT latency from its scheduled start: p99 %.2f ms with the stack, %.2f ms without", cm.P99, cb.P99),
 		"CPU with the stack: " + b.cpuMeas.String(),
 		"CPU during the baselines: " + joinNonEmpty(baseCPU, " | "),
+	}
+	if b.inside != "" {
+		notes = append(notes, b.inside)
 	}
 	notes = append(notes, noiseNote(append([]cpuuse.Usage{b.cpuMeas}, b.cpuBase...)...)...)
 	if b.leaderChanges > 0 || b.probes.timeouts > 0 {

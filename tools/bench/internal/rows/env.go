@@ -40,6 +40,9 @@ type Durations struct {
 	// B6: -benchtime and -count of every Go benchmark.
 	B6Benchtime string
 	B6Count     int
+	// B11: at each batch size, the run with many callers and the run with
+	// one caller on each cluster, and the start of each left out.
+	B11Load, B11Latency, B11Warmup time.Duration
 	// CatchUp bounds every wait for the witnesses to catch up.
 	CatchUp time.Duration
 }
@@ -51,6 +54,7 @@ var Quick = Durations{
 	B5Load: 4 * time.Second, B5Rounds: 2,
 	B6Benchtime: "100ms", B6Count: 2,
 	B9Load: 6 * time.Second, B3Updates: 30,
+	B11Load: 2 * time.Second, B11Latency: 1500 * time.Millisecond, B11Warmup: 500 * time.Millisecond,
 	CatchUp: 90 * time.Second,
 }
 
@@ -61,6 +65,7 @@ var Full = Durations{
 	B5Load: 15 * time.Second, B5Rounds: 3,
 	B6Benchtime: "1s", B6Count: 3,
 	B9Load: 30 * time.Second, B3Updates: 300,
+	B11Load: 10 * time.Second, B11Latency: 6 * time.Second, B11Warmup: time.Second,
 	CatchUp: 5 * time.Minute,
 }
 
@@ -75,6 +80,9 @@ type Env struct {
 	// Work is this run's scratch directory (under bench/results/tmp).
 	Work string
 	Log  io.Writer
+	// Self is the harness binary, which B11 starts again as bare Raft
+	// nodes (bareraft.Command).
+	Self string
 
 	// GoBenchmarks collects the raw `go test -bench` results (B6).
 	GoBenchmarks []gobench.Result
@@ -174,10 +182,11 @@ func (e *Env) bareDatabase(ctx context.Context, name string) (string, func(), er
 }
 
 // cpuMeter starts accounting CPU for this process with its load
-// generators, the bare cluster (if started) and the stack (if running);
-// the returned function ends it.
-func (e *Env) cpuMeter() func() cpuuse.Usage {
-	roots := []cpuuse.Root{{Group: "harness and load generator", PID: os.Getpid()}}
+// generators, the bare cluster (if started), the stack (if running) and
+// the extra trees (children of this process accounted on their own); the
+// returned function ends it.
+func (e *Env) cpuMeter(extra ...cpuuse.Root) func() cpuuse.Usage {
+	roots := append(append([]cpuuse.Root(nil), extra...), cpuuse.Root{Group: "harness and load generator", PID: os.Getpid()})
 	if e.bare != nil {
 		roots = append(roots, cpuuse.Root{Group: "bare PostgreSQL", PID: e.bare.PID()})
 	}

@@ -34,6 +34,7 @@ func Defs() []Def {
 		notYet("B10", "live fan-out to 1,000 clients",
 			"deliveries/s to 1,000 stream/WebSocket clients, publish → client p99",
 			"the gateway serves no WebSocket feed yet; a fan-out to 1,000 Connect streams alone would load the 2-core machine with the harness's own 1,000 in-process clients as much as the gateway, so it waits for the WebSocket feed and a separate client process"),
+		{ID: "B11", Title: "witness append beside bare Raft", Run: runB11},
 	}
 }
 
