@@ -124,7 +124,7 @@ func raftDurations(c *Config) []*durationFlag {
 		{name: "raft-heartbeat-timeout", env: "WITNZ_RAFT_HEARTBEAT_TIMEOUT", help: "a follower without contact from the leader this long starts an election (default 2s; raise it over slow or lossy links, e.g. 5s at 150 ms RTT)", dst: &c.Raft.HeartbeatTimeout},
 		{name: "raft-election-timeout", env: "WITNZ_RAFT_ELECTION_TIMEOUT", help: "a candidate without a result this long starts another election (default 2s)", dst: &c.Raft.ElectionTimeout},
 		{name: "raft-leader-lease-timeout", env: "WITNZ_RAFT_LEADER_LEASE_TIMEOUT", help: "a leader without contact from a quorum this long steps down (default 1s; at most --raft-heartbeat-timeout)", dst: &c.Raft.LeaderLeaseTimeout},
-		{name: "raft-commit-timeout", env: "WITNZ_RAFT_COMMIT_TIMEOUT", help: "longest a commit waits before followers are told of it (default 5ms)", dst: &c.Raft.CommitTimeout},
+		{name: "raft-commit-timeout", env: "WITNZ_RAFT_COMMIT_TIMEOUT", help: "longest a commit waits before followers are told of it (default 50ms)", dst: &c.Raft.CommitTimeout},
 	}
 }
 

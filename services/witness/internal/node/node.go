@@ -178,10 +178,10 @@ func Open(cfg Config) (*Node, error) {
 		n.transport.Close()
 		return fail(err)
 	}
-	r, err := raft.NewRaft(rc, n.fsm, logs, store, snaps, n.transport)
+	r, err := newRaft(rc, n.fsm, logs, store, snaps, n.transport)
 	if err != nil {
 		n.transport.Close()
-		return fail(fmt.Errorf("start Raft from --data-dir %s: %w", cfg.DataDir, err))
+		return fail(fmt.Errorf("start Raft from --data-dir %s: %w: a snapshot or the Raft log there is damaged (the ERROR lines above name the snapshot and why); move the damaged snapshot out of %s, or empty --data-dir so that the leader sends this node a fresh snapshot", cfg.DataDir, err, filepath.Join(cfg.DataDir, "snapshots")))
 	}
 	n.raft = r
 	switch {
@@ -202,6 +202,18 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.mem = newMembership(n, cfg)
 	return n, nil
+}
+
+// newRaft is raft.NewRaft, turning its panics into errors: when the newest
+// snapshot is refused, hashicorp/raft falls back to an older one and panics
+// if the log between them was compacted ("log not found").
+func newRaft(rc *raft.Config, f raft.FSM, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r, err = nil, fmt.Errorf("raft refused the stored state: %v", p)
+		}
+	}()
+	return raft.NewRaft(rc, f, logs, stable, snaps, trans)
 }
 
 // ID is this node's id.
