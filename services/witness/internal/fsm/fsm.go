@@ -152,10 +152,10 @@ type table struct {
 	name    string
 	mode    witnessv1.TableMode
 	buckets uint32
-	// entries holds the encoded entries back to back, EntrySize bytes
-	// each. It only grows, so a prefix handed to a snapshot or a reader
-	// never changes under it.
-	entries []byte
+	// entries holds the encoded entries, EntrySize bytes each, in chunks
+	// that are never reallocated. It only grows, so a prefix handed to a
+	// snapshot or a reader never changes under it.
+	entries entryStore
 	log     *tlog.Log
 	last    Position
 	hasLast bool
@@ -577,7 +577,7 @@ func (f *FSM) applyAppend(index uint64, at int64, c *witnessv1.AppendCommand) *R
 			// this replica unlike the others.
 			panic(fmt.Sprintf("witness fsm: raft log %d: append to %s: %v", index, t.name, err))
 		}
-		t.entries = ce.AppendEncode(t.entries)
+		t.entries.add(&ce)
 		t.apply(ce.Seq, &ce)
 		t.last, t.hasLast = p, true
 		res.Appended++
@@ -627,7 +627,7 @@ func (f *FSM) Table(name string) (*View, error) {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownTable, name)
 	}
 	info := t.info()
-	return &View{Info: info, entries: t.entries[:info.Size*commitment.EntrySize], log: t.log}, nil
+	return &View{Info: info, entries: t.entries.prefix(info.Size), log: t.log}, nil
 }
 
 // StateDigest returns a table's state digest as of the log size asOf (0
@@ -652,7 +652,7 @@ func (f *FSM) StateDigest(name string, asOf uint64) (*statedigest.Digest, uint64
 	}
 	size := t.log.Size()
 	mode := statedigest.Mode(t.mode)
-	entries := t.entries[:size*commitment.EntrySize]
+	entries := t.entries.prefix(size)
 	if asOf == 0 {
 		asOf = size
 	}
@@ -680,7 +680,7 @@ func (f *FSM) StateDigest(name string, asOf uint64) (*statedigest.Digest, uint64
 	var decodeErr error
 	later := func(yield func(statedigest.Change) bool) {
 		for seq := asOf; seq < size; seq++ {
-			e, err := commitment.DecodeEntry(entries[seq*commitment.EntrySize : (seq+1)*commitment.EntrySize])
+			e, err := commitment.DecodeEntry(entries.at(seq))
 			if err != nil {
 				decodeErr = fmt.Errorf("entry %d of %s: %w", seq, name, err)
 				return
@@ -702,8 +702,8 @@ func (f *FSM) StateDigest(name string, asOf uint64) (*statedigest.Digest, uint64
 
 // beforeResetError names the entry that reset a table's expected state
 // after the size asked for.
-func beforeResetError(name string, asOf, resetSeq uint64, entries []byte) error {
-	e, err := commitment.DecodeEntry(entries[resetSeq*commitment.EntrySize : (resetSeq+1)*commitment.EntrySize])
+func beforeResetError(name string, asOf, resetSeq uint64, entries entryRange) error {
+	e, err := commitment.DecodeEntry(entries.at(resetSeq))
 	if err != nil {
 		return fmt.Errorf("entry %d of %s: %w", resetSeq, name, err)
 	}
@@ -717,7 +717,7 @@ func beforeResetError(name string, asOf, resetSeq uint64, entries []byte) error 
 // View is a table frozen at one size.
 type View struct {
 	Info    TableInfo
-	entries []byte
+	entries entryRange
 	log     *tlog.Log
 }
 
@@ -730,9 +730,8 @@ func (v *View) Entry(seq uint64) (encoded []byte, leafHash [tlog.HashSize]byte, 
 	if seq >= v.Info.Size {
 		return nil, leafHash, fmt.Errorf("%w: entry %d of a log of %d entries", ErrOutOfRange, seq, v.Info.Size)
 	}
-	off := seq * commitment.EntrySize
 	leafHash, err = v.log.LeafHash(seq)
-	return v.entries[off : off+commitment.EntrySize : off+commitment.EntrySize], leafHash, err
+	return v.entries.at(seq), leafHash, err
 }
 
 // RootAt is the root of the tree of the first size entries.
@@ -785,7 +784,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		}
 		s.tables = append(s.tables, tableSnapshot{
 			info:              info,
-			entries:           t.entries[:info.Size*commitment.EntrySize],
+			entries:           t.entries.prefix(info.Size),
 			log:               t.log,
 			digest:            digest,
 			unavailableReason: t.unavailableReason,

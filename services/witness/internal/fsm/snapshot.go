@@ -94,7 +94,7 @@ const (
 
 type tableSnapshot struct {
 	info              TableInfo
-	entries           []byte
+	entries           entryRange
 	log               *tlog.Log
 	digest            []byte
 	unavailableReason string
@@ -173,7 +173,7 @@ func (s *snapshot) writeTo(dst io.Writer) error {
 		w.u64(t.info.Size)
 		w.write(t.info.Root[:])
 		w.write(t.info.ChainHead[:])
-		w.write(t.entries)
+		t.entries.each(w.write)
 		blob, err := t.log.MarshalAt(t.info.Size)
 		if err != nil {
 			return err
@@ -391,7 +391,7 @@ func readTable(r *reader, version int) (*table, error) {
 	if size > (1<<63)/commitment.EntrySize {
 		return nil, fmt.Errorf("%w: table %q claims %d entries", ErrBadSnapshot, t.name, size)
 	}
-	t.entries = r.readN(size * commitment.EntrySize)
+	t.entries = storeFrom(r.readN(size*commitment.EntrySize), size)
 	blobLen := r.u64()
 	if r.err == nil && blobLen != 4+4+8+size*tlog.HashSize+2*tlog.HashSize {
 		return nil, fmt.Errorf("%w: table %q: log of %d bytes for %d entries", ErrBadSnapshot, t.name, blobLen, size)
@@ -446,7 +446,7 @@ func readTable(r *reader, version int) (*table, error) {
 	t.expected = newExpected(t.name, t.buckets)
 	var prev Position
 	for seq := uint64(0); seq < size; seq++ {
-		enc := t.entries[seq*commitment.EntrySize : (seq+1)*commitment.EntrySize]
+		enc := t.entries.prefix(size).at(seq)
 		e, err := commitment.DecodeEntry(enc)
 		if err != nil {
 			return nil, fmt.Errorf("%w: table %q entry %d: %v", ErrBadSnapshot, t.name, seq, err)
@@ -502,7 +502,7 @@ func readTable(r *reader, version int) (*table, error) {
 func replayWithoutResets(t *table) (*expected, error) {
 	x := newExpected(t.name, t.buckets)
 	for seq := uint64(0); seq < t.log.Size(); seq++ {
-		e, err := commitment.DecodeEntry(t.entries[seq*commitment.EntrySize : (seq+1)*commitment.EntrySize])
+		e, err := commitment.DecodeEntry(t.entries.prefix(t.log.Size()).at(seq))
 		if err != nil {
 			return nil, fmt.Errorf("%w: table %q entry %d: %v", ErrBadSnapshot, t.name, seq, err)
 		}
