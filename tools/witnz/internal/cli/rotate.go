@@ -126,6 +126,17 @@ func (f *witnessFlags) connect(getenv env) (*membershipConn, error) {
 // that hands leadership over to be removed sends the request on once).
 const maxRedirects = 4
 
+// unary calls one unary RPC of the leader with req (see call).
+func unary[Req, Resp any](ctx context.Context, m *membershipConn, what string, req *Req, rpc func(witnessv1connect.MembershipServiceClient, context.Context, *connect.Request[Req]) (*connect.Response[Resp], error)) (*Resp, error) {
+	return call(ctx, m, what, func(cl witnessv1connect.MembershipServiceClient) (*Resp, error) {
+		r, err := rpc(cl, ctx, connect.NewRequest(req))
+		if err != nil {
+			return nil, err
+		}
+		return r.Msg, nil
+	})
+}
+
 // call runs rpc on the leader: it starts at the first witness that
 // answers and follows the witnz-leader header of FAILED_PRECONDITION
 // answers.
@@ -269,13 +280,7 @@ func runWitnessRotate(ctx context.Context, c *invocation) error {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	req := &witnessv1.RotateRequest{OutId: *out, InId: id, InRaftAddress: raftAddr, InApiAddress: apiAddr}
-	resp, err := call(ctx, m, "rotate "+*out+" out, "+id+" in", func(cl witnessv1connect.MembershipServiceClient) (*witnessv1.RotateResponse, error) {
-		r, err := cl.Rotate(ctx, connect.NewRequest(req))
-		if err != nil {
-			return nil, err
-		}
-		return r.Msg, nil
-	})
+	resp, err := unary(ctx, m, "rotate "+*out+" out, "+id+" in", req, witnessv1connect.MembershipServiceClient.Rotate)
 	if err != nil {
 		return err
 	}
@@ -304,13 +309,7 @@ func runWitnessAdd(ctx context.Context, c *invocation) error {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	req := &witnessv1.AddNodeRequest{Id: id, RaftAddress: raftAddr, ApiAddress: apiAddr, Voter: !*nonvoter}
-	resp, err := call(ctx, m, "add "+id, func(cl witnessv1connect.MembershipServiceClient) (*witnessv1.AddNodeResponse, error) {
-		r, err := cl.AddNode(ctx, connect.NewRequest(req))
-		if err != nil {
-			return nil, err
-		}
-		return r.Msg, nil
-	})
+	resp, err := unary(ctx, m, "add "+id, req, witnessv1connect.MembershipServiceClient.AddNode)
 	if err != nil {
 		return err
 	}
@@ -333,13 +332,7 @@ func runWitnessRemove(ctx context.Context, c *invocation) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	resp, err := call(ctx, m, "remove "+*node, func(cl witnessv1connect.MembershipServiceClient) (*witnessv1.RemoveNodeResponse, error) {
-		r, err := cl.RemoveNode(ctx, connect.NewRequest(&witnessv1.RemoveNodeRequest{Id: *node}))
-		if err != nil {
-			return nil, err
-		}
-		return r.Msg, nil
-	})
+	resp, err := unary(ctx, m, "remove "+*node, &witnessv1.RemoveNodeRequest{Id: *node}, witnessv1connect.MembershipServiceClient.RemoveNode)
 	if err != nil {
 		return err
 	}
@@ -367,13 +360,7 @@ func runWitnessTransfer(ctx context.Context, c *invocation) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	resp, err := call(ctx, m, "transfer leadership", func(cl witnessv1connect.MembershipServiceClient) (*witnessv1.TransferLeadershipResponse, error) {
-		r, err := cl.TransferLeadership(ctx, connect.NewRequest(&witnessv1.TransferLeadershipRequest{ToId: *to}))
-		if err != nil {
-			return nil, err
-		}
-		return r.Msg, nil
-	})
+	resp, err := unary(ctx, m, "transfer leadership", &witnessv1.TransferLeadershipRequest{ToId: *to}, witnessv1connect.MembershipServiceClient.TransferLeadership)
 	if err != nil {
 		return err
 	}
