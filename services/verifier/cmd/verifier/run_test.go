@@ -61,6 +61,8 @@ func TestRunBadConfig(t *testing.T) {
 		{"missing cert", []string{"--pg-dsn=postgres://127.0.0.1:5432/db", "--witness=https://w:7000", "--tls-cert=/nonexistent/c.crt", "--tls-key=k", "--tls-ca=ca"}, map[string]string{"WITNZ_COMMIT_KEY": testKey}, "read --tls-cert: open /nonexistent/c.crt"},
 		{"unreachable postgres", append(base, "--pg-dsn=postgres://verifier@"+unreachable+"/app"), map[string]string{"WITNZ_COMMIT_KEY": testKey}, "cannot reach PostgreSQL at " + unreachable + " (--pg-dsn)"},
 		{"bad listen", append(tls, "--listen=127.0.0.1:99999", "--witness=https://w:7000"), nil, `--listen "127.0.0.1:99999" is not host:port`},
+		{"bad schedule", append(base, "--pg-dsn=postgres://127.0.0.1:5432/db", "--verify=public.audit_log"), map[string]string{"WITNZ_COMMIT_KEY": testKey}, `--verify "public.audit_log": want SCHEMA.TABLE=INTERVAL`},
+		{"evidence dir is a file", append(base, "--pg-dsn=postgres://127.0.0.1:5432/db", "--evidence-dir="+keyFile), map[string]string{"WITNZ_COMMIT_KEY": testKey}, "--evidence-dir " + keyFile + " is not a directory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,9 +1,7 @@
 // Package app wires the verifier together: it loads the commitment key,
-// connects to PostgreSQL, builds mutual-TLS clients for the witness nodes and
-// serves the Verifier API with health and readiness checks.
-//
-// Verification itself (snapshot scans, bucket digests, findings with
-// evidence) is not built yet: Verify and ListRuns answer Unimplemented.
+// connects to PostgreSQL, builds mutual-TLS clients for the witness nodes,
+// opens the run history, serves the Verifier API with health and readiness
+// checks, and runs the scheduled verifications.
 package app
 
 import (
@@ -11,8 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -23,6 +24,8 @@ import (
 	"github.com/witnz/witnz/libs/rpcserver"
 	"github.com/witnz/witnz/libs/witnessset"
 	"github.com/witnz/witnz/services/verifier/internal/config"
+	"github.com/witnz/witnz/services/verifier/internal/history"
+	"github.com/witnz/witnz/services/verifier/internal/verify"
 )
 
 // pgConnectTimeout bounds the first connection to PostgreSQL at start-up.
@@ -34,9 +37,9 @@ type Service struct {
 	srv       *rpcserver.Server
 	pool      *pgxpool.Pool
 	witnesses *witnessset.Set
-	// key is loaded at start-up so a deployment without the right key
-	// fails at once, not at its first verification.
-	key commitment.Key
+	history   *history.Store
+	runner    *runner
+	schedule  []config.Scheduled
 }
 
 // New checks cfg against the world (key, certificates, PostgreSQL) and
@@ -54,8 +57,23 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 	if err != nil {
 		return nil, err
 	}
+	// The evidence directory is created with the first bundle; findings
+	// name their bundle by absolute path.
+	if cfg.EvidenceDir, err = filepath.Abs(cfg.EvidenceDirOrDefault()); err != nil {
+		return nil, fmt.Errorf("--evidence-dir: %w", err)
+	}
+	if fi, err := os.Stat(cfg.EvidenceDir); err == nil && !fi.IsDir() {
+		return nil, fmt.Errorf("--evidence-dir %s is not a directory: name a directory for the evidence bundles", cfg.EvidenceDir)
+	}
+	hist := history.Memory()
+	if cfg.DataDir != "" {
+		if hist, err = history.Open(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	pool, err := connectPostgres(ctx, cfg.PGDSN)
 	if err != nil {
+		hist.Close()
 		return nil, err
 	}
 	srv, err := rpcserver.New(rpcserver.Config{
@@ -67,20 +85,41 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 	})
 	if err != nil {
 		pool.Close()
+		hist.Close()
 		return nil, err
 	}
+	v := verify.New(pool, tlsCfg.HTTPClient(), cfg.Witnesses, verify.Options{
+		Key:            key,
+		Slot:           cfg.Slot,
+		EvidenceDir:    cfg.EvidenceDir,
+		CatchUpTimeout: cfg.CatchUpTimeout,
+		CheckpointWait: cfg.CheckpointWait,
+		MaxFindings:    cfg.MaxFindings,
+		Workers:        cfg.ScanWorkers,
+		Log:            log,
+	})
 	s := &Service{
 		log:       log,
 		srv:       srv,
 		pool:      pool,
 		witnesses: witnessset.New(tlsCfg, cfg.Witnesses),
-		key:       key,
+		history:   hist,
+		runner:    newRunner(v, hist, log),
+		schedule:  cfg.Schedule,
 	}
-	path, h := verifierv1connect.NewVerifierServiceHandler(&handler{}, srv.HandlerOptions()...)
+	path, h := verifierv1connect.NewVerifierServiceHandler(&handler{runner: s.runner, history: hist}, srv.HandlerOptions()...)
 	srv.Handle(path, h, verifierv1connect.VerifierServiceName)
 	srv.AddReadinessCheck("postgres", func(ctx context.Context) error { return pool.Ping(ctx) })
 	srv.AddReadinessCheck("witness", s.witnesses.AnyAnswers)
-	log.Info("verifier configured", "identity", tlsCfg.Identity.String(), "witnesses", cfg.Witnesses)
+	if !hist.Persistent() {
+		log.Warn("the run history is kept in memory only: set --data-dir to keep it across restarts")
+	}
+	sched := make([]string, 0, len(cfg.Schedule))
+	for _, sc := range cfg.Schedule {
+		sched = append(sched, sc.Table+"="+sc.Interval.String())
+	}
+	log.Info("verifier configured", "identity", tlsCfg.Identity.String(), "witnesses", cfg.Witnesses,
+		"evidence_dir", cfg.EvidenceDir, "data_dir", cfg.DataDir, "schedule", sched)
 	return s, nil
 }
 
@@ -90,10 +129,18 @@ func (s *Service) Addr() net.Addr { return s.srv.Addr() }
 // AdminAddr is the bound address of the admin listener, or nil.
 func (s *Service) AdminAddr() net.Addr { return s.srv.AdminAddr() }
 
-// Run serves until ctx ends, drains, and closes the PostgreSQL pool.
+// Run serves and runs the scheduled verifications until ctx ends, then
+// drains, and closes the PostgreSQL pool and the history.
 func (s *Service) Run(ctx context.Context) error {
+	defer s.history.Close()
 	defer s.pool.Close()
-	return s.srv.Run(ctx)
+	sctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { s.runner.schedule(sctx, s.schedule) })
+	err := s.srv.Run(ctx)
+	cancel()
+	wg.Wait()
+	return err
 }
 
 func connectPostgres(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
@@ -102,6 +149,20 @@ func connectPostgres(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("--pg-dsn: %w", err)
 	}
 	pc.MaxConns = 4
+	// Keys of findings are rendered as text: make the rendering of dates,
+	// times and bytes independent of the server's defaults. Binary values,
+	// which the commitments cover, do not depend on these settings.
+	for k, v := range map[string]string{
+		"application_name": "witnz-verifier",
+		"TimeZone":         "UTC",
+		"DateStyle":        "ISO, YMD",
+		"IntervalStyle":    "postgres",
+		"bytea_output":     "hex",
+	} {
+		if _, set := pc.ConnConfig.RuntimeParams[k]; !set {
+			pc.ConnConfig.RuntimeParams[k] = v
+		}
+	}
 	addr := net.JoinHostPort(pc.ConnConfig.Host, strconv.Itoa(int(pc.ConnConfig.Port)))
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {

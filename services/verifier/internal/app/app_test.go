@@ -190,13 +190,17 @@ func TestServesAndReportsReadiness(t *testing.T) {
 	for name, opts := range protocols {
 		t.Run(name, func(t *testing.T) {
 			client := verifierv1connect.NewVerifierServiceClient(gateway, base, opts...)
+			// The witness answers, but holds no log for the table.
 			_, err := client.Verify(t.Context(), connect.NewRequest(&verifierv1.VerifyRequest{Table: "public.audit_log"}))
-			if connect.CodeOf(err) != connect.CodeUnimplemented || !strings.Contains(err.Error(), "issue 7") || !strings.Contains(err.Error(), "public.audit_log") {
-				t.Errorf("Verify = %v, want Unimplemented naming issue 7 and the table", err)
+			if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "no log for public.audit_log") {
+				t.Errorf("Verify = %v, want FailedPrecondition: not protected", err)
 			}
-			_, err = client.ListRuns(t.Context(), connect.NewRequest(&verifierv1.ListRunsRequest{}))
-			if connect.CodeOf(err) != connect.CodeUnimplemented || !strings.Contains(err.Error(), "issue 7") {
-				t.Errorf("ListRuns = %v, want Unimplemented naming issue 7", err)
+			runs, err := client.ListRuns(t.Context(), connect.NewRequest(&verifierv1.ListRunsRequest{Table: "public.audit_log"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(runs.Msg.GetRuns()) == 0 || runs.Msg.GetRuns()[0].GetOutcome() != verifierv1.Outcome_OUTCOME_ERROR || runs.Msg.GetRuns()[0].GetOk() {
+				t.Errorf("ListRuns = %v, want the failed run first", runs.Msg.GetRuns())
 			}
 		})
 	}

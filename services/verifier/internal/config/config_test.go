@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -46,6 +47,12 @@ func TestParseFlagsWinOverEnv(t *testing.T) {
 		Witnesses:   []string{"https://w1:7000", "https://w2:7000"},
 		KeyFile:     "/k",
 		KeyHex:      "abcd",
+		// Defaults of the verification flags.
+		EvidenceDir:    "evidence",
+		Slot:           DefaultSlot,
+		CatchUpTimeout: DefaultCatchUpTimeout,
+		CheckpointWait: DefaultCheckpointWait,
+		MaxFindings:    DefaultMaxFindings,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Parse (-want +got):\n%s", diff)
@@ -139,5 +146,69 @@ func TestValidateRequired(t *testing.T) {
 				t.Errorf("Validate = %v, want prefix %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseVerification(t *testing.T) {
+	got, err := Parse(append(append([]string{}, validArgs...),
+		"--data-dir=/var/lib/witnz-verifier", "--slot=other_slot", "--catchup-timeout=2m",
+		"--checkpoint-wait=0s", "--max-findings=10", "--scan-workers=3",
+		"--verify=public.audit_log=1h", "--verify", "app.orders=15m",
+	), env(map[string]string{"WITNZ_VERIFY": "public.ignored=1h"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := got.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := []Scheduled{{"public.audit_log", time.Hour}, {"app.orders", 15 * time.Minute}}
+	if diff := cmp.Diff(want, got.Schedule); diff != "" {
+		t.Errorf("Schedule (-want +got):\n%s", diff)
+	}
+	if got.EvidenceDir != "/var/lib/witnz-verifier/evidence" || got.Slot != "other_slot" || got.CatchUpTimeout != 2*time.Minute ||
+		got.CheckpointWait != 0 || got.MaxFindings != 10 || got.ScanWorkers != 3 {
+		t.Errorf("Parse = %+v", got)
+	}
+
+	fromEnv, err := Parse(validArgs, env(map[string]string{"WITNZ_VERIFY": "public.a=1h, public.b=30s", "WITNZ_EVIDENCE_DIR": "/ev"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fromEnv.Schedule) != 2 || fromEnv.Schedule[1] != (Scheduled{"public.b", 30 * time.Second}) || fromEnv.EvidenceDir != "/ev" {
+		t.Errorf("from the environment: %+v", fromEnv)
+	}
+}
+
+func TestParseVerificationErrors(t *testing.T) {
+	tests := []struct {
+		arg, want string
+	}{
+		{"--verify=audit_log=1h", `--verify "audit_log=1h": want SCHEMA.TABLE=INTERVAL`},
+		{"--verify=public.audit_log", `--verify "public.audit_log": want SCHEMA.TABLE=INTERVAL`},
+		{"--verify=public.audit_log=1s", "the interval must be a duration from 10s to 720h0m0s"},
+		{"--verify=public.audit_log=soon", "the interval must be a duration"},
+		{"--catchup-timeout=0s", `--catchup-timeout "0s": want a duration from 1s to 1h`},
+		{"--checkpoint-wait=-1s", `--checkpoint-wait "-1s"`},
+		{"--max-findings=0", `--max-findings "0": want 1 to 1000000`},
+		{"--scan-workers=many", `--scan-workers "many"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.arg, func(t *testing.T) {
+			_, err := Parse(append(append([]string{}, validArgs...), tt.arg), env(nil))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Parse(%s) = %v, want it to contain %q", tt.arg, err, tt.want)
+			}
+		})
+	}
+	_, err := Parse(append(append([]string{}, validArgs...), "--verify=public.a=1h", "--verify=public.a=2h"), env(nil))
+	if err == nil || !strings.Contains(err.Error(), "--verify names public.a twice") {
+		t.Errorf("twice: %v", err)
+	}
+	c, err := Parse(append(append([]string{}, validArgs...), "--slot=Bad-Slot"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `--slot "Bad-Slot"`) {
+		t.Errorf("bad slot: %v", err)
 	}
 }

@@ -42,10 +42,12 @@ var commands = []command{
 	{"unprotect", "`unprotect SCHEMA.TABLE --reason TEXT`: stop protecting a table (logged and alerted)", runUnprotect},
 	{"accept", "`accept SCHEMA.TABLE --seq N --reason TEXT`: accept a logged UPDATE or DELETE (logged)", runAccept},
 	{"proof", "`proof verify BUNDLE --policy FILE`: check an evidence bundle offline", runProof},
+	{"verify", "`verify [SCHEMA.TABLE] [--json]`: verify tables against the witnesses now (exit 3 when tampered)", runVerify},
 }
 
 // Run executes the witnz command line args. Errors are one line naming the
-// fix; the caller prints them and exits 1.
+// fix; the caller prints them and exits 1, or with the status of an error's
+// ExitCode method (3 for a TamperedError).
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		usage(stderr)

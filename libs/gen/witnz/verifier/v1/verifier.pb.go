@@ -77,15 +77,86 @@ func (FindingKind) EnumDescriptor() ([]byte, []int) {
 	return file_witnz_verifier_v1_verifier_proto_rawDescGZIP(), []int{0}
 }
 
+// Outcome is how a verification run ended.
+type Outcome int32
+
+const (
+	Outcome_OUTCOME_UNSPECIFIED Outcome = 0
+	// The table matches the witness state digest.
+	Outcome_OUTCOME_OK Outcome = 1
+	// Differences were found and confirmed on a second snapshot.
+	Outcome_OUTCOME_TAMPERED Outcome = 2
+	// The table could not be verified; error says why.
+	Outcome_OUTCOME_ERROR Outcome = 3
+)
+
+// Enum value maps for Outcome.
+var (
+	Outcome_name = map[int32]string{
+		0: "OUTCOME_UNSPECIFIED",
+		1: "OUTCOME_OK",
+		2: "OUTCOME_TAMPERED",
+		3: "OUTCOME_ERROR",
+	}
+	Outcome_value = map[string]int32{
+		"OUTCOME_UNSPECIFIED": 0,
+		"OUTCOME_OK":          1,
+		"OUTCOME_TAMPERED":    2,
+		"OUTCOME_ERROR":       3,
+	}
+)
+
+func (x Outcome) Enum() *Outcome {
+	p := new(Outcome)
+	*p = x
+	return p
+}
+
+func (x Outcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Outcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_witnz_verifier_v1_verifier_proto_enumTypes[1].Descriptor()
+}
+
+func (Outcome) Type() protoreflect.EnumType {
+	return &file_witnz_verifier_v1_verifier_proto_enumTypes[1]
+}
+
+func (x Outcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Outcome.Descriptor instead.
+func (Outcome) EnumDescriptor() ([]byte, []int) {
+	return file_witnz_verifier_v1_verifier_proto_rawDescGZIP(), []int{1}
+}
+
 type Finding struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kind  FindingKind            `protobuf:"varint,1,opt,name=kind,proto3,enum=witnz.verifier.v1.FindingKind" json:"kind,omitempty"`
-	// Primary key columns and values, rendered as text.
+	// Primary key columns and values, rendered as PostgreSQL text (every
+	// column for a table without a primary key; SQL NULL as "NULL"). Empty
+	// for a deleted row: only its key commitment is known.
 	Key map[string]string `protobuf:"bytes,2,rep,name=key,proto3" json:"key,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Sequence number of the witness entry the finding refers to, if any.
-	WitnessEntry uint64 `protobuf:"varint,3,opt,name=witness_entry,json=witnessEntry,proto3" json:"witness_entry,omitempty"`
-	// Path of the evidence bundle written for the finding.
-	EvidencePath  string `protobuf:"bytes,4,opt,name=evidence_path,json=evidencePath,proto3" json:"evidence_path,omitempty"`
+	// Sequence number of the witness entry the finding refers to: the entry
+	// that committed the expected version (modified, deleted), or the latest
+	// entry about the key (phantom), when there is one.
+	WitnessEntry *uint64 `protobuf:"varint,3,opt,name=witness_entry,json=witnessEntry,proto3,oneof" json:"witness_entry,omitempty"`
+	// Path of the evidence bundle written for the finding, on the verifier's
+	// host.
+	EvidencePath string `protobuf:"bytes,4,opt,name=evidence_path,json=evidencePath,proto3" json:"evidence_path,omitempty"`
+	// key_commit of the row (32 bytes).
+	KeyCommit []byte `protobuf:"bytes,5,opt,name=key_commit,json=keyCommit,proto3" json:"key_commit,omitempty"`
+	// data_commit the witnesses expect (modified, deleted) and the one the
+	// table holds (modified, phantom); empty when there is none.
+	ExpectedDataCommit []byte `protobuf:"bytes,6,opt,name=expected_data_commit,json=expectedDataCommit,proto3" json:"expected_data_commit,omitempty"`
+	ActualDataCommit   []byte `protobuf:"bytes,7,opt,name=actual_data_commit,json=actualDataCommit,proto3" json:"actual_data_commit,omitempty"`
+	// State-digest bucket of the row.
+	Bucket uint32 `protobuf:"varint,8,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	// One line for people.
+	Message       string `protobuf:"bytes,9,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -135,8 +206,8 @@ func (x *Finding) GetKey() map[string]string {
 }
 
 func (x *Finding) GetWitnessEntry() uint64 {
-	if x != nil {
-		return x.WitnessEntry
+	if x != nil && x.WitnessEntry != nil {
+		return *x.WitnessEntry
 	}
 	return 0
 }
@@ -144,6 +215,41 @@ func (x *Finding) GetWitnessEntry() uint64 {
 func (x *Finding) GetEvidencePath() string {
 	if x != nil {
 		return x.EvidencePath
+	}
+	return ""
+}
+
+func (x *Finding) GetKeyCommit() []byte {
+	if x != nil {
+		return x.KeyCommit
+	}
+	return nil
+}
+
+func (x *Finding) GetExpectedDataCommit() []byte {
+	if x != nil {
+		return x.ExpectedDataCommit
+	}
+	return nil
+}
+
+func (x *Finding) GetActualDataCommit() []byte {
+	if x != nil {
+		return x.ActualDataCommit
+	}
+	return nil
+}
+
+func (x *Finding) GetBucket() uint32 {
+	if x != nil {
+		return x.Bucket
+	}
+	return 0
+}
+
+func (x *Finding) GetMessage() string {
+	if x != nil {
+		return x.Message
 	}
 	return ""
 }
@@ -194,15 +300,35 @@ func (x *VerifyRequest) GetTable() string {
 }
 
 type VerifyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
-	SnapshotLsn   string                 `protobuf:"bytes,2,opt,name=snapshot_lsn,json=snapshotLsn,proto3" json:"snapshot_lsn,omitempty"`
-	LogSize       uint64                 `protobuf:"varint,3,opt,name=log_size,json=logSize,proto3" json:"log_size,omitempty"`
-	RowsScanned   uint64                 `protobuf:"varint,4,opt,name=rows_scanned,json=rowsScanned,proto3" json:"rows_scanned,omitempty"`
-	DurationMs    uint64                 `protobuf:"varint,5,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
-	Ok            bool                   `protobuf:"varint,6,opt,name=ok,proto3" json:"ok,omitempty"`
-	Findings      []*Finding             `protobuf:"bytes,7,rep,name=findings,proto3" json:"findings,omitempty"`
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// WAL position of the scanned snapshot, "X/Y".
+	SnapshotLsn string `protobuf:"bytes,2,opt,name=snapshot_lsn,json=snapshotLsn,proto3" json:"snapshot_lsn,omitempty"`
+	// Size of the witness log the table was compared with: every entry of a
+	// transaction the snapshot sees is below it.
+	LogSize     uint64                 `protobuf:"varint,3,opt,name=log_size,json=logSize,proto3" json:"log_size,omitempty"`
+	RowsScanned uint64                 `protobuf:"varint,4,opt,name=rows_scanned,json=rowsScanned,proto3" json:"rows_scanned,omitempty"`
+	DurationMs  uint64                 `protobuf:"varint,5,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	Ok          bool                   `protobuf:"varint,6,opt,name=ok,proto3" json:"ok,omitempty"`
+	Findings    []*Finding             `protobuf:"bytes,7,rep,name=findings,proto3" json:"findings,omitempty"`
+	StartedAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	Outcome     Outcome                `protobuf:"varint,9,opt,name=outcome,proto3,enum=witnz.verifier.v1.Outcome" json:"outcome,omitempty"`
+	// Why the run failed (OUTCOME_ERROR).
+	Error string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	// Buckets whose digest differed in the first pass (a race with
+	// concurrent writes also counts here; only confirmed findings are
+	// reported).
+	DifferingBuckets uint32 `protobuf:"varint,11,opt,name=differing_buckets,json=differingBuckets,proto3" json:"differing_buckets,omitempty"`
+	// Set when more differences exist than the findings listed
+	// (--max-findings).
+	FindingsTruncated bool `protobuf:"varint,12,opt,name=findings_truncated,json=findingsTruncated,proto3" json:"findings_truncated,omitempty"`
+	// The confirming snapshot's position, when findings were confirmed.
+	ConfirmSnapshotLsn string `protobuf:"bytes,13,opt,name=confirm_snapshot_lsn,json=confirmSnapshotLsn,proto3" json:"confirm_snapshot_lsn,omitempty"`
+	// Things that weakened the run without failing it, e.g. an evidence
+	// bundle without a cosigned checkpoint.
+	Warnings []string `protobuf:"bytes,14,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// How the run was started: "api" or "schedule".
+	Trigger       string `protobuf:"bytes,15,opt,name=trigger,proto3" json:"trigger,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -293,10 +419,60 @@ func (x *VerifyResponse) GetStartedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *VerifyResponse) GetOutcome() Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return Outcome_OUTCOME_UNSPECIFIED
+}
+
+func (x *VerifyResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *VerifyResponse) GetDifferingBuckets() uint32 {
+	if x != nil {
+		return x.DifferingBuckets
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetFindingsTruncated() bool {
+	if x != nil {
+		return x.FindingsTruncated
+	}
+	return false
+}
+
+func (x *VerifyResponse) GetConfirmSnapshotLsn() string {
+	if x != nil {
+		return x.ConfirmSnapshotLsn
+	}
+	return ""
+}
+
+func (x *VerifyResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *VerifyResponse) GetTrigger() string {
+	if x != nil {
+		return x.Trigger
+	}
+	return ""
+}
+
 type ListRunsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty for every table.
-	Table         string `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Table string `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// At most this many runs; 0 means 100, at most 1000.
 	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -394,17 +570,24 @@ var File_witnz_verifier_v1_verifier_proto protoreflect.FileDescriptor
 
 const file_witnz_verifier_v1_verifier_proto_rawDesc = "" +
 	"\n" +
-	" witnz/verifier/v1/verifier.proto\x12\x11witnz.verifier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x01\n" +
+	" witnz/verifier/v1/verifier.proto\x12\x11witnz.verifier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x03\n" +
 	"\aFinding\x122\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1e.witnz.verifier.v1.FindingKindR\x04kind\x125\n" +
-	"\x03key\x18\x02 \x03(\v2#.witnz.verifier.v1.Finding.KeyEntryR\x03key\x12#\n" +
-	"\rwitness_entry\x18\x03 \x01(\x04R\fwitnessEntry\x12#\n" +
-	"\revidence_path\x18\x04 \x01(\tR\fevidencePath\x1a6\n" +
+	"\x03key\x18\x02 \x03(\v2#.witnz.verifier.v1.Finding.KeyEntryR\x03key\x12(\n" +
+	"\rwitness_entry\x18\x03 \x01(\x04H\x00R\fwitnessEntry\x88\x01\x01\x12#\n" +
+	"\revidence_path\x18\x04 \x01(\tR\fevidencePath\x12\x1d\n" +
+	"\n" +
+	"key_commit\x18\x05 \x01(\fR\tkeyCommit\x120\n" +
+	"\x14expected_data_commit\x18\x06 \x01(\fR\x12expectedDataCommit\x12,\n" +
+	"\x12actual_data_commit\x18\a \x01(\fR\x10actualDataCommit\x12\x16\n" +
+	"\x06bucket\x18\b \x01(\rR\x06bucket\x12\x18\n" +
+	"\amessage\x18\t \x01(\tR\amessage\x1a6\n" +
 	"\bKeyEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"%\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x10\n" +
+	"\x0e_witness_entry\"%\n" +
 	"\rVerifyRequest\x12\x14\n" +
-	"\x05table\x18\x01 \x01(\tR\x05table\"\xab\x02\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\"\xbb\x04\n" +
 	"\x0eVerifyResponse\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12!\n" +
 	"\fsnapshot_lsn\x18\x02 \x01(\tR\vsnapshotLsn\x12\x19\n" +
@@ -415,7 +598,15 @@ const file_witnz_verifier_v1_verifier_proto_rawDesc = "" +
 	"\x02ok\x18\x06 \x01(\bR\x02ok\x126\n" +
 	"\bfindings\x18\a \x03(\v2\x1a.witnz.verifier.v1.FindingR\bfindings\x129\n" +
 	"\n" +
-	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"=\n" +
+	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x124\n" +
+	"\aoutcome\x18\t \x01(\x0e2\x1a.witnz.verifier.v1.OutcomeR\aoutcome\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error\x12+\n" +
+	"\x11differing_buckets\x18\v \x01(\rR\x10differingBuckets\x12-\n" +
+	"\x12findings_truncated\x18\f \x01(\bR\x11findingsTruncated\x120\n" +
+	"\x14confirm_snapshot_lsn\x18\r \x01(\tR\x12confirmSnapshotLsn\x12\x1a\n" +
+	"\bwarnings\x18\x0e \x03(\tR\bwarnings\x12\x18\n" +
+	"\atrigger\x18\x0f \x01(\tR\atrigger\"=\n" +
 	"\x0fListRunsRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"I\n" +
@@ -425,7 +616,13 @@ const file_witnz_verifier_v1_verifier_proto_rawDesc = "" +
 	"\x18FINDING_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15FINDING_KIND_MODIFIED\x10\x01\x12\x18\n" +
 	"\x14FINDING_KIND_DELETED\x10\x02\x12\x18\n" +
-	"\x14FINDING_KIND_PHANTOM\x10\x032\xbc\x01\n" +
+	"\x14FINDING_KIND_PHANTOM\x10\x03*[\n" +
+	"\aOutcome\x12\x17\n" +
+	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n" +
+	"\n" +
+	"OUTCOME_OK\x10\x01\x12\x14\n" +
+	"\x10OUTCOME_TAMPERED\x10\x02\x12\x11\n" +
+	"\rOUTCOME_ERROR\x10\x032\xbc\x01\n" +
 	"\x0fVerifierService\x12O\n" +
 	"\x06Verify\x12 .witnz.verifier.v1.VerifyRequest\x1a!.witnz.verifier.v1.VerifyResponse\"\x00\x12X\n" +
 	"\bListRuns\x12\".witnz.verifier.v1.ListRunsRequest\x1a#.witnz.verifier.v1.ListRunsResponse\"\x03\x90\x02\x01B\xca\x01\n" +
@@ -443,33 +640,35 @@ func file_witnz_verifier_v1_verifier_proto_rawDescGZIP() []byte {
 	return file_witnz_verifier_v1_verifier_proto_rawDescData
 }
 
-var file_witnz_verifier_v1_verifier_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_witnz_verifier_v1_verifier_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_witnz_verifier_v1_verifier_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_witnz_verifier_v1_verifier_proto_goTypes = []any{
 	(FindingKind)(0),              // 0: witnz.verifier.v1.FindingKind
-	(*Finding)(nil),               // 1: witnz.verifier.v1.Finding
-	(*VerifyRequest)(nil),         // 2: witnz.verifier.v1.VerifyRequest
-	(*VerifyResponse)(nil),        // 3: witnz.verifier.v1.VerifyResponse
-	(*ListRunsRequest)(nil),       // 4: witnz.verifier.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),      // 5: witnz.verifier.v1.ListRunsResponse
-	nil,                           // 6: witnz.verifier.v1.Finding.KeyEntry
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(Outcome)(0),                  // 1: witnz.verifier.v1.Outcome
+	(*Finding)(nil),               // 2: witnz.verifier.v1.Finding
+	(*VerifyRequest)(nil),         // 3: witnz.verifier.v1.VerifyRequest
+	(*VerifyResponse)(nil),        // 4: witnz.verifier.v1.VerifyResponse
+	(*ListRunsRequest)(nil),       // 5: witnz.verifier.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),      // 6: witnz.verifier.v1.ListRunsResponse
+	nil,                           // 7: witnz.verifier.v1.Finding.KeyEntry
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_witnz_verifier_v1_verifier_proto_depIdxs = []int32{
 	0, // 0: witnz.verifier.v1.Finding.kind:type_name -> witnz.verifier.v1.FindingKind
-	6, // 1: witnz.verifier.v1.Finding.key:type_name -> witnz.verifier.v1.Finding.KeyEntry
-	1, // 2: witnz.verifier.v1.VerifyResponse.findings:type_name -> witnz.verifier.v1.Finding
-	7, // 3: witnz.verifier.v1.VerifyResponse.started_at:type_name -> google.protobuf.Timestamp
-	3, // 4: witnz.verifier.v1.ListRunsResponse.runs:type_name -> witnz.verifier.v1.VerifyResponse
-	2, // 5: witnz.verifier.v1.VerifierService.Verify:input_type -> witnz.verifier.v1.VerifyRequest
-	4, // 6: witnz.verifier.v1.VerifierService.ListRuns:input_type -> witnz.verifier.v1.ListRunsRequest
-	3, // 7: witnz.verifier.v1.VerifierService.Verify:output_type -> witnz.verifier.v1.VerifyResponse
-	5, // 8: witnz.verifier.v1.VerifierService.ListRuns:output_type -> witnz.verifier.v1.ListRunsResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	7, // 1: witnz.verifier.v1.Finding.key:type_name -> witnz.verifier.v1.Finding.KeyEntry
+	2, // 2: witnz.verifier.v1.VerifyResponse.findings:type_name -> witnz.verifier.v1.Finding
+	8, // 3: witnz.verifier.v1.VerifyResponse.started_at:type_name -> google.protobuf.Timestamp
+	1, // 4: witnz.verifier.v1.VerifyResponse.outcome:type_name -> witnz.verifier.v1.Outcome
+	4, // 5: witnz.verifier.v1.ListRunsResponse.runs:type_name -> witnz.verifier.v1.VerifyResponse
+	3, // 6: witnz.verifier.v1.VerifierService.Verify:input_type -> witnz.verifier.v1.VerifyRequest
+	5, // 7: witnz.verifier.v1.VerifierService.ListRuns:input_type -> witnz.verifier.v1.ListRunsRequest
+	4, // 8: witnz.verifier.v1.VerifierService.Verify:output_type -> witnz.verifier.v1.VerifyResponse
+	6, // 9: witnz.verifier.v1.VerifierService.ListRuns:output_type -> witnz.verifier.v1.ListRunsResponse
+	8, // [8:10] is the sub-list for method output_type
+	6, // [6:8] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_witnz_verifier_v1_verifier_proto_init() }
@@ -477,12 +676,13 @@ func file_witnz_verifier_v1_verifier_proto_init() {
 	if File_witnz_verifier_v1_verifier_proto != nil {
 		return
 	}
+	file_witnz_verifier_v1_verifier_proto_msgTypes[0].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_witnz_verifier_v1_verifier_proto_rawDesc), len(file_witnz_verifier_v1_verifier_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,

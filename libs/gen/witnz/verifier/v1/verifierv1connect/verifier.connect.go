@@ -42,7 +42,10 @@ const (
 
 // VerifierServiceClient is a client for the witnz.verifier.v1.VerifierService service.
 type VerifierServiceClient interface {
-	// Verify runs one verification of a table now.
+	// Verify runs one verification of a table now. Differences are findings
+	// in a successful response (ok false); an error means the table could
+	// not be verified (not protected, witnesses unreachable or without a
+	// leader, no permission on the table, ...) and never that it is clean.
 	Verify(context.Context, *connect.Request[v1.VerifyRequest]) (*connect.Response[v1.VerifyResponse], error)
 	// ListRuns returns past verification results, newest first.
 	ListRuns(context.Context, *connect.Request[v1.ListRunsRequest]) (*connect.Response[v1.ListRunsResponse], error)
@@ -93,7 +96,10 @@ func (c *verifierServiceClient) ListRuns(ctx context.Context, req *connect.Reque
 
 // VerifierServiceHandler is an implementation of the witnz.verifier.v1.VerifierService service.
 type VerifierServiceHandler interface {
-	// Verify runs one verification of a table now.
+	// Verify runs one verification of a table now. Differences are findings
+	// in a successful response (ok false); an error means the table could
+	// not be verified (not protected, witnesses unreachable or without a
+	// leader, no permission on the table, ...) and never that it is clean.
 	Verify(context.Context, *connect.Request[v1.VerifyRequest]) (*connect.Response[v1.VerifyResponse], error)
 	// ListRuns returns past verification results, newest first.
 	ListRuns(context.Context, *connect.Request[v1.ListRunsRequest]) (*connect.Response[v1.ListRunsResponse], error)
