@@ -110,7 +110,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 	s.logf("stack directory %s", cfg.Dir)
-	for _, d := range []string{"logs", "anchors", "host-agent", "redis"} {
+	for _, d := range []string{"logs", "anchors", "host-agent", "redis", "verifier", "evidence"} {
 		if err := os.MkdirAll(s.path(d), 0o755); err != nil {
 			return nil, err
 		}
@@ -271,7 +271,7 @@ func (s *Stack) startServices(ctx context.Context, pkiDir string, ports map[stri
 			"--anchor", url("anchor"),
 			"--redis-addr", redisAddr,
 		}, witnessFlags...),
-		"verifier": append([]string{"--pg-dsn", pg.DSN(DemoDatabase), "--key-file", keyPath}, witnessFlags...),
+		"verifier": append([]string{"--pg-dsn", pg.DSN(DemoDatabase), "--key-file", keyPath, "--data-dir", s.path("verifier"), "--evidence-dir", s.path("evidence")}, witnessFlags...),
 		"anchor":   append([]string{"--sink-dir", s.path("anchors")}, witnessFlags...),
 	}
 	specs := map[string]procSpec{}
