@@ -1,6 +1,10 @@
 package fsm
 
-import "github.com/witnz/witnz/libs/commitment"
+import (
+	"fmt"
+
+	"github.com/witnz/witnz/libs/commitment"
+)
 
 // chunkEntries is how many encoded entries one chunk holds (1 MiB).
 const chunkEntries = 8192
@@ -8,10 +12,11 @@ const chunkEntries = 8192
 const chunkBytes = chunkEntries * commitment.EntrySize
 
 // entryStore holds a table's encoded entries back to back in chunks of
-// chunkEntries, each allocated once at its full size. Appending never
-// copies what is stored (a single growing slice would copy the whole log
-// at every doubling, under the FSM's lock), and a prefix handed out stays
-// valid and unchanged while later entries are appended.
+// chunkEntries, each allocated once at its full length. Appending writes
+// only the bytes of the new entry: nothing stored is copied (a single
+// growing slice would copy the whole log at every doubling, under the FSM's
+// lock), no slice header a reader holds changes, and a prefix handed out
+// stays valid and unchanged while later entries are appended.
 type entryStore struct {
 	chunks [][]byte
 	n      uint64
@@ -19,18 +24,14 @@ type entryStore struct {
 
 // add appends one entry's encoding.
 func (s *entryStore) add(e *commitment.Entry) {
-	if len(s.chunks) == 0 || len(s.chunks[len(s.chunks)-1]) == chunkBytes {
-		s.chunks = append(s.chunks, make([]byte, 0, chunkBytes))
+	c := s.n / chunkEntries
+	if c == uint64(len(s.chunks)) {
+		s.chunks = append(s.chunks, make([]byte, chunkBytes))
 	}
-	last := &s.chunks[len(s.chunks)-1]
-	if len(*last) == cap(*last) {
-		// A chunk restored from a snapshot is cut to its length: give it
-		// its full size before it grows, leaving the old array to views.
-		grown := make([]byte, len(*last), chunkBytes)
-		copy(grown, *last)
-		*last = grown
+	off := (s.n % chunkEntries) * commitment.EntrySize
+	if out := e.AppendEncode(s.chunks[c][off:off:off+commitment.EntrySize]); len(out) != commitment.EntrySize {
+		panic(fmt.Sprintf("witness fsm: an entry encodes to %d bytes, not %d", len(out), commitment.EntrySize))
 	}
-	*last = e.AppendEncode(*last)
 	s.n++
 }
 
@@ -43,8 +44,13 @@ func (s *entryStore) prefix(n uint64) entryRange {
 func storeFrom(b []byte, n uint64) entryStore {
 	var s entryStore
 	for off := 0; off < len(b); off += chunkBytes {
-		end := min(off+chunkBytes, len(b))
-		s.chunks = append(s.chunks, b[off:end:end])
+		if off+chunkBytes <= len(b) {
+			s.chunks = append(s.chunks, b[off:off+chunkBytes:off+chunkBytes])
+			continue
+		}
+		last := make([]byte, chunkBytes)
+		copy(last, b[off:])
+		s.chunks = append(s.chunks, last)
 	}
 	s.n = n
 	return s
