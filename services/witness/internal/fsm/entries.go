@@ -29,7 +29,7 @@ func (s *entryStore) add(e *commitment.Entry) {
 		s.chunks = append(s.chunks, make([]byte, chunkBytes))
 	}
 	off := (s.n % chunkEntries) * commitment.EntrySize
-	if out := e.AppendEncode(s.chunks[c][off:off:off+commitment.EntrySize]); len(out) != commitment.EntrySize {
+	if out := e.AppendEncode(s.chunks[c][off : off : off+commitment.EntrySize]); len(out) != commitment.EntrySize {
 		panic(fmt.Sprintf("witness fsm: an entry encodes to %d bytes, not %d", len(out), commitment.EntrySize))
 	}
 	s.n++
