@@ -12,6 +12,7 @@ import (
 
 	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
+	"github.com/witnz/witnz/services/cdc-ingest/internal/config"
 )
 
 // Alert types of the tamper signals.
@@ -156,13 +157,6 @@ func rfc3339(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
-func modeName(m witnessv1.TableMode) string {
-	if m == witnessv1.TableMode_TABLE_MODE_MUTABLE {
-		return "mutable"
-	}
-	return "append-only"
-}
-
 // Truncate describes a TRUNCATE of a protected table.
 type Truncate struct {
 	Where
@@ -198,9 +192,9 @@ func TruncateAlert(t Truncate) *alertv1.Alert {
 	}
 	return spec{
 		where: t.Where, typ: TypeTruncate, severity: sev, table: t.Table,
-		message: fmt.Sprintf("%s of %s table %s in xid %d%s: %s", stmt, modeName(t.Mode), t.Table, xid, t.at(), fix),
+		message: fmt.Sprintf("%s of %s table %s in xid %d%s: %s", stmt, config.ModeName(t.Mode), t.Table, xid, t.at(), fix),
 		detail: map[string]any{
-			"mode": modeName(t.Mode), "cascade": t.Cascade, "restart_identity": t.RestartIdentity,
+			"mode": config.ModeName(t.Mode), "cascade": t.Cascade, "restart_identity": t.RestartIdentity,
 			"relations": strings.Join(t.Relations, ", "), "fix": fix,
 		},
 	}.build()
@@ -269,10 +263,10 @@ func ReplicaIdentityChanged(c ReplicaIdentityChange) *alertv1.Alert {
 	}
 	return spec{
 		where: c.Where, typ: TypeReplicaIdentityChanged, severity: alertv1.Severity_SEVERITY_HIGH, table: c.Table,
-		message:     fmt.Sprintf("replica identity of %s table %s changed from %s to %s%s (%s): %s", modeName(c.Mode), c.Table, c.Old, c.New, c.at(), effect, c.Fix),
+		message:     fmt.Sprintf("replica identity of %s table %s changed from %s to %s%s (%s): %s", config.ModeName(c.Mode), c.Table, c.Old, c.New, c.at(), effect, c.Fix),
 		fingerprint: []string{c.Old, c.New, c.SchemaCommit},
 		detail: map[string]any{
-			"mode": modeName(c.Mode), "old_replica_identity": c.Old, "new_replica_identity": c.New,
+			"mode": config.ModeName(c.Mode), "old_replica_identity": c.Old, "new_replica_identity": c.New,
 			"identifies_rows": c.Identifies, "fix": c.Fix, "schema_commit": c.SchemaCommit,
 		},
 	}.build()
@@ -323,6 +317,9 @@ const (
 	PublicationTableAdded = "added"
 	// PublicationDropped: the publication is gone.
 	PublicationDropped = "dropped"
+	// PublicationTableRestored: a protected table found outside the
+	// publication at start-up was added back.
+	PublicationTableRestored = "restored"
 )
 
 // PublicationChange describes a change of the deployment's publication
@@ -346,6 +343,8 @@ func PublicationChanged(c PublicationChange) *alertv1.Alert {
 	case PublicationTableAdded:
 		sev = alertv1.Severity_SEVERITY_HIGH
 		msg = fmt.Sprintf("table %s was added to publication %s%s but is not protected: its changes are streamed and ignored; remove it (ALTER PUBLICATION %s DROP TABLE %s) or protect it with `witnz protect %s`", c.Table, c.Publication, c.at(), quoteIdent(c.Publication), c.Table, c.Table)
+	case PublicationTableRestored:
+		msg = fmt.Sprintf("protected table %s was removed from publication %s while cdc-ingest was not running; it has been added back, but changes made while it was out are not in its log: run `witnz verify %s` to find the rows they touched", c.Table, c.Publication, c.Table)
 	case PublicationDropped:
 		msg = fmt.Sprintf("publication %s was dropped: no protected table's changes are streamed; restart cdc-ingest to recreate it, and investigate who dropped it", c.Publication)
 	default:
@@ -468,8 +467,8 @@ type Protection struct {
 func TableProtected(p Protection) *alertv1.Alert {
 	return spec{
 		where: p.Where, typ: TypeTableProtected, severity: alertv1.Severity_SEVERITY_MEDIUM, table: p.Table,
-		message: fmt.Sprintf("table %s is now protected (%s, %d baseline rows)%s, requested by %s", p.Table, modeName(p.Mode), p.BaselineRows, p.at(), orUnknown(p.By)),
-		detail:  map[string]any{"mode": modeName(p.Mode), "by": p.By, "reason": p.Reason, "baseline_rows": float64(p.BaselineRows)},
+		message: fmt.Sprintf("table %s is now protected (%s, %d baseline rows)%s, requested by %s", p.Table, config.ModeName(p.Mode), p.BaselineRows, p.at(), orUnknown(p.By)),
+		detail:  map[string]any{"mode": config.ModeName(p.Mode), "by": p.By, "reason": p.Reason, "baseline_rows": float64(p.BaselineRows)},
 	}.build()
 }
 
@@ -478,7 +477,7 @@ func TableUnprotected(p Protection) *alertv1.Alert {
 	return spec{
 		where: p.Where, typ: TypeTableUnprotected, severity: alertv1.Severity_SEVERITY_HIGH, table: p.Table,
 		message: fmt.Sprintf("table %s is no longer protected%s, requested by %s (reason: %s): its changes are not logged from here on; protect it again with `witnz protect %s` if this was not intended", p.Table, p.at(), orUnknown(p.By), orUnknown(p.Reason), p.Table),
-		detail:  map[string]any{"mode": modeName(p.Mode), "by": p.By, "reason": p.Reason},
+		detail:  map[string]any{"mode": config.ModeName(p.Mode), "by": p.By, "reason": p.Reason},
 	}.build()
 }
 

@@ -276,7 +276,7 @@ func startup(ctx context.Context, cfg config.Config, db *pgsource.DB, witness *w
 		t := want[name]
 		info := known[name]
 		if info != nil && info.GetMode() != t.Mode {
-			return fmt.Errorf("--protect %s:%s, but its witness log is %s and a log's mode never changes: protect it %s", name, modeName(t.Mode), modeName(info.GetMode()), modeName(info.GetMode()))
+			return fmt.Errorf("--protect %s:%s, but its witness log is %s and a log's mode never changes: protect it %s", name, config.ModeName(t.Mode), config.ModeName(info.GetMode()), config.ModeName(info.GetMode()))
 		}
 		if info.GetProtection() == witnessv1.Protection_PROTECTION_PROTECTED {
 			pt, err := db.CheckTable(ctx, t)
@@ -294,12 +294,15 @@ func startup(ctx context.Context, cfg config.Config, db *pgsource.DB, witness *w
 				if err := db.AddToPublication(ctx, cfg.Publication, pt); err != nil {
 					return err
 				}
-				sendAlert(ctx, sender, log, protect.PublicationRestoredAlert(cfg.Slot, name, cfg.Publication))
+				sendAlert(ctx, sender, log, alerts.PublicationChanged(alerts.PublicationChange{
+					Where: alerts.Where{Slot: cfg.Slot, At: time.Now()}, Publication: cfg.Publication,
+					Change: alerts.PublicationTableRestored, Table: name, OID: pt.OID,
+				}))
 			}
 			if err := mgr.Resume(ctx, t, info); err != nil {
 				return err
 			}
-			log.Info("protecting table", "table", name, "mode", modeName(t.Mode), "seam_lsn", pglogrepl.LSN(info.GetBaselineLsn()+1).String(), "log_size", info.GetSize())
+			log.Info("protecting table", "table", name, "mode", config.ModeName(t.Mode), "seam_lsn", pglogrepl.LSN(info.GetBaselineLsn()+1).String(), "log_size", info.GetSize())
 			continue
 		}
 		if info.GetProtection() == witnessv1.Protection_PROTECTION_BASELINING {
@@ -359,11 +362,4 @@ func heartbeatAge(last time.Time) float64 {
 		return -1
 	}
 	return time.Since(last).Seconds()
-}
-
-func modeName(m witnessv1.TableMode) string {
-	if m == witnessv1.TableMode_TABLE_MODE_MUTABLE {
-		return "mutable"
-	}
-	return "append-only"
 }

@@ -52,8 +52,12 @@ type Table struct {
 func (t Table) String() string { return t.Schema + "." + t.Name }
 
 // ModeName is "append-only" or "mutable".
-func (t Table) ModeName() string {
-	if t.Mode == witnessv1.TableMode_TABLE_MODE_MUTABLE {
+func (t Table) ModeName() string { return ModeName(t.Mode) }
+
+// ModeName names a table mode as the flags and messages spell it:
+// "append-only" or "mutable".
+func ModeName(m witnessv1.TableMode) string {
+	if m == witnessv1.TableMode_TABLE_MODE_MUTABLE {
 		return "mutable"
 	}
 	return "append-only"

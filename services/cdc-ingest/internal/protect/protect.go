@@ -230,7 +230,7 @@ func (m *Manager) ProtectPaused(ctx context.Context, t config.Table, by string) 
 		return res, err
 	}
 	if info != nil && info.GetMode() != t.Mode {
-		return res, fmt.Errorf("%w: the witness log of %s is %s, and a log's mode never changes: protect it %s", ErrModeConflict, name, modeName(info.GetMode()), modeName(info.GetMode()))
+		return res, fmt.Errorf("%w: the witness log of %s is %s, and a log's mode never changes: protect it %s", ErrModeConflict, name, config.ModeName(info.GetMode()), config.ModeName(info.GetMode()))
 	}
 	pt, err := m.opts.DB.CheckTable(ctx, t)
 	if err != nil {
@@ -264,7 +264,7 @@ func (m *Manager) ProtectPaused(ctx context.Context, t config.Table, by string) 
 	}
 	m.track(tr)
 	res.BaselineRows, res.Seam, res.LogSize, res.Duration = rows, tr.Seam, size, time.Since(start)
-	m.opts.Log.Info("table protected", "table", name, "mode", modeName(t.Mode), "baseline_rows", rows, "seam_lsn", tr.Seam.String(), "log_size", size, "duration", res.Duration.Round(time.Millisecond).String())
+	m.opts.Log.Info("table protected", "table", name, "mode", config.ModeName(t.Mode), "baseline_rows", rows, "seam_lsn", tr.Seam.String(), "log_size", size, "duration", res.Duration.Round(time.Millisecond).String())
 	m.alert(ctx, alerts.TableProtected(alerts.Protection{
 		Where:        alerts.Where{Slot: m.opts.Slot, WAL: &alerts.WAL{CommitLSN: tr.Seam - 1, LSN: tr.Seam - 1, CommitTime: time.Now()}},
 		Table:        name,
@@ -385,11 +385,4 @@ func (m *Manager) alert(ctx context.Context, a *alertv1.Alert) {
 	if err := m.opts.Alerts.Send(ctx, []*alertv1.Alert{a}); err != nil {
 		m.opts.Log.Warn("alert not delivered", "type", a.GetType(), "error", err)
 	}
-}
-
-func modeName(m witnessv1.TableMode) string {
-	if m == witnessv1.TableMode_TABLE_MODE_MUTABLE {
-		return "mutable"
-	}
-	return "append-only"
 }

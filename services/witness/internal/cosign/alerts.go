@@ -43,10 +43,6 @@ func RejectionAlert(cluster string, r *witnessv1.Rejection) *alertv1.Alert {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], r.GetRaftIndex())
 	h.Write(b[:])
-	var u [16]byte
-	copy(u[:], h.Sum(nil))
-	u[6] = u[6]&0x0f | 0x80 // version 8
-	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
 	detail, err := structpb.NewStruct(map[string]any{
 		"cluster":    cluster,
 		"table":      r.GetTable(),
@@ -57,7 +53,7 @@ func RejectionAlert(cluster string, r *witnessv1.Rejection) *alertv1.Alert {
 		detail = &structpb.Struct{}
 	}
 	return &alertv1.Alert{
-		AlertId:    fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]),
+		AlertId:    uuid8(h.Sum(nil)),
 		Type:       TypeCommandRejected,
 		Severity:   alertv1.Severity_SEVERITY_HIGH,
 		Message:    fmt.Sprintf("the witness state machine rejected a command for %s at Raft index %d: %s", r.GetTable(), r.GetRaftIndex(), r.GetReason()),
@@ -126,11 +122,7 @@ func refusalAlertID(cluster string, r *witnessv1.CosignRefusal) string {
 	binary.BigEndian.PutUint32(b[8:], uint32(r.GetKind()))
 	h.Write(b[:])
 	h.Write(r.GetRoot())
-	var u [16]byte
-	copy(u[:], h.Sum(nil))
-	u[6] = u[6]&0x0f | 0x80 // version 8
-	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+	return uuid8(h.Sum(nil))
 }
 
 // Alerter delivers alerts to the alert service in the background, retrying
@@ -202,4 +194,14 @@ func (a *Alerter) deliver(ctx context.Context, al *alertv1.Alert) {
 		}
 		wait = min(2*wait, 30*time.Second)
 	}
+}
+
+// uuid8 formats the first 16 bytes of a SHA-256 sum as a UUID (version 8,
+// RFC 9562 variant): an alert id every node derives alike.
+func uuid8(sum []byte) string {
+	var u [16]byte
+	copy(u[:], sum)
+	u[6] = u[6]&0x0f | 0x80 // version 8
+	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
 }
