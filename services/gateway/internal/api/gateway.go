@@ -20,6 +20,7 @@ import (
 	"github.com/witnz/witnz/libs/gen/witnz/gateway/v1/gatewayv1connect"
 	ingestv1 "github.com/witnz/witnz/libs/gen/witnz/ingest/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/ingest/v1/ingestv1connect"
+	"github.com/witnz/witnz/libs/gen/witnz/verifier/v1/verifierv1connect"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/witness/v1/witnessv1connect"
 	"github.com/witnz/witnz/libs/mtls"
@@ -37,6 +38,9 @@ type Backends struct {
 	// Ingest may be empty: cdc-ingest is then reported as not configured.
 	Ingest string
 	Alert  string
+	// Verifier may be empty: Verify and ListVerifications then answer
+	// FAILED_PRECONDITION.
+	Verifier string
 }
 
 // Options tune the handler; zero fields take the defaults.
@@ -62,10 +66,13 @@ type Gateway struct {
 	ingest    ingestv1connect.IngestServiceClient
 	alertURL  string
 	alert     alertv1connect.AlertServiceClient
-	feed      *livefeed.Feed
-	stopping  <-chan struct{}
-	log       *slog.Logger
-	opts      Options
+	// verifier is nil without --verifier.
+	verifierURL string
+	verifier    verifierv1connect.VerifierServiceClient
+	feed        *livefeed.Feed
+	stopping    <-chan struct{}
+	log         *slog.Logger
+	opts        Options
 }
 
 var _ gatewayv1connect.GatewayServiceHandler = (*Gateway)(nil)
@@ -92,6 +99,10 @@ func New(b Backends, feed *livefeed.Feed, stopping <-chan struct{}, log *slog.Lo
 	}
 	if b.Ingest != "" {
 		g.ingest = ingestv1connect.NewIngestServiceClient(b.HTTPClient, b.Ingest, b.ClientOptions...)
+	}
+	if b.Verifier != "" {
+		g.verifierURL = b.Verifier
+		g.verifier = verifierv1connect.NewVerifierServiceClient(b.HTTPClient, b.Verifier, b.ClientOptions...)
 	}
 	return g
 }

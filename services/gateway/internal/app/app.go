@@ -83,6 +83,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options)
 		Witnesses:     cfg.Witnesses,
 		Ingest:        cfg.Ingest,
 		Alert:         cfg.Alert,
+		Verifier:      cfg.Verifier,
 	}, feed, srv.Stopping(), log, opts.API)
 	path, h := gatewayv1connect.NewGatewayServiceHandler(gw, srv.HandlerOptions()...)
 	srv.Handle(path, api.WithResponseController(h), gatewayv1connect.GatewayServiceName)

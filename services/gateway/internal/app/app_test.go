@@ -25,6 +25,7 @@ import (
 	"github.com/witnz/witnz/libs/gen/witnz/gateway/v1/gatewayv1connect"
 	ingestv1 "github.com/witnz/witnz/libs/gen/witnz/ingest/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/ingest/v1/ingestv1connect"
+	"github.com/witnz/witnz/libs/gen/witnz/verifier/v1/verifierv1connect"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/witness/v1/witnessv1connect"
 	"github.com/witnz/witnz/libs/mtls"
@@ -44,6 +45,7 @@ var (
 	idW2      = mtls.Witness("w2")
 	idW3      = mtls.Witness("w3")
 	idAdmin   = mtls.Identity{Kind: mtls.KindOperator, Name: "admin"}
+	idVerify  = mtls.Service("verifier")
 )
 
 const channel = "test:alerts"
@@ -66,7 +68,9 @@ type env struct {
 	alerts  *fakeAlert
 	witness map[string]string // node id -> URL
 	ingest  string
-	stop    func() error
+	// verifier answers the verification RPCs the gateway forwards.
+	verifier *fakeVerifier
+	stop     func() error
 }
 
 func quietLog(t *testing.T) *slog.Logger {
@@ -169,11 +173,13 @@ type errorString string
 
 func (e errorString) Error() string { return string(e) }
 
-func startEnv(t *testing.T) *env {
+// startEnv starts a gateway in front of fake backends; adjust changes its
+// configuration before it starts.
+func startEnv(t *testing.T, adjust ...func(*config.Config)) *env {
 	t.Helper()
 	rs := testenv.Redis(t)
 	dir := t.TempDir()
-	if err := pki.Init(dir, []mtls.Identity{idGateway, idAlert, idIngest, idW1, idW2, idW3, idAdmin}, pki.Options{}); err != nil {
+	if err := pki.Init(dir, []mtls.Identity{idGateway, idAlert, idIngest, idW1, idW2, idW3, idAdmin, idVerify}, pki.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	e := &env{pkiDir: dir, witness: map[string]string{}, alerts: &fakeAlert{alerts: []*alertv1.Alert{newAlert("a1", alertv1.Severity_SEVERITY_HIGH)}}}
@@ -192,6 +198,10 @@ func startEnv(t *testing.T) *env {
 	alertURL := serve(t, dir, idAlert, func(s *rpcserver.Server) {
 		s.Handle(alertv1connect.NewAlertServiceHandler(e.alerts, s.HandlerOptions()...))
 	})
+	e.verifier = &fakeVerifier{}
+	verifierURL := serve(t, dir, idVerify, func(s *rpcserver.Server) {
+		s.Handle(verifierv1connect.NewVerifierServiceHandler(e.verifier, s.HandlerOptions()...))
+	})
 
 	p := pki.PathsFor(dir, idGateway)
 	cfg := config.Config{
@@ -201,8 +211,12 @@ func startEnv(t *testing.T) *env {
 		Witnesses:    []string{e.witness["w1"], e.closed, e.hung, e.witness["w2"]},
 		Ingest:       e.ingest,
 		Alert:        alertURL,
+		Verifier:     verifierURL,
 		RedisAddr:    rs.Addr(),
 		RedisChannel: channel,
+	}
+	for _, fn := range adjust {
+		fn(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := New(ctx, cfg, quietLog(t), Options{

@@ -9,6 +9,7 @@ package gatewayv1
 import (
 	v12 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
 	v11 "github.com/witnz/witnz/libs/gen/witnz/ingest/v1"
+	v13 "github.com/witnz/witnz/libs/gen/witnz/verifier/v1"
 	v1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -360,11 +361,198 @@ func (x *SubscribeAlertsResponse) GetAlert() *v12.Alert {
 	return nil
 }
 
+type VerifyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "schema.table"
+	Table         string `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyRequest) Reset() {
+	*x = VerifyRequest{}
+	mi := &file_witnz_gateway_v1_gateway_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyRequest) ProtoMessage() {}
+
+func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_gateway_v1_gateway_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
+func (*VerifyRequest) Descriptor() ([]byte, []int) {
+	return file_witnz_gateway_v1_gateway_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *VerifyRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+type VerifyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Run           *v13.VerifyResponse    `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyResponse) Reset() {
+	*x = VerifyResponse{}
+	mi := &file_witnz_gateway_v1_gateway_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyResponse) ProtoMessage() {}
+
+func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_gateway_v1_gateway_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
+func (*VerifyResponse) Descriptor() ([]byte, []int) {
+	return file_witnz_gateway_v1_gateway_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *VerifyResponse) GetRun() *v13.VerifyResponse {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+type ListVerificationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty for every table.
+	Table string `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// At most this many runs; 0 means 100, at most 1000.
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVerificationsRequest) Reset() {
+	*x = ListVerificationsRequest{}
+	mi := &file_witnz_gateway_v1_gateway_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVerificationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVerificationsRequest) ProtoMessage() {}
+
+func (x *ListVerificationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_gateway_v1_gateway_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVerificationsRequest.ProtoReflect.Descriptor instead.
+func (*ListVerificationsRequest) Descriptor() ([]byte, []int) {
+	return file_witnz_gateway_v1_gateway_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListVerificationsRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *ListVerificationsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListVerificationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Runs          []*v13.VerifyResponse  `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVerificationsResponse) Reset() {
+	*x = ListVerificationsResponse{}
+	mi := &file_witnz_gateway_v1_gateway_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVerificationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVerificationsResponse) ProtoMessage() {}
+
+func (x *ListVerificationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_gateway_v1_gateway_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVerificationsResponse.ProtoReflect.Descriptor instead.
+func (*ListVerificationsResponse) Descriptor() ([]byte, []int) {
+	return file_witnz_gateway_v1_gateway_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListVerificationsResponse) GetRuns() []*v13.VerifyResponse {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
 var File_witnz_gateway_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_witnz_gateway_v1_gateway_proto_rawDesc = "" +
 	"\n" +
-	"\x1ewitnz/gateway/v1/gateway.proto\x12\x10witnz.gateway.v1\x1a\x1awitnz/alert/v1/alert.proto\x1a\x1cwitnz/ingest/v1/ingest.proto\x1a\x1ewitnz/witness/v1/witness.proto\"\x12\n" +
+	"\x1ewitnz/gateway/v1/gateway.proto\x12\x10witnz.gateway.v1\x1a\x1awitnz/alert/v1/alert.proto\x1a\x1cwitnz/ingest/v1/ingest.proto\x1a witnz/verifier/v1/verifier.proto\x1a\x1ewitnz/witness/v1/witness.proto\"\x12\n" +
 	"\x10GetStatusRequest\"\x80\x01\n" +
 	"\x11WitnessNodeStatus\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
@@ -381,12 +569,23 @@ const file_witnz_gateway_v1_gateway_proto_rawDesc = "" +
 	"\x16SubscribeAlertsRequest\x12;\n" +
 	"\fmin_severity\x18\x01 \x01(\x0e2\x18.witnz.alert.v1.SeverityR\vminSeverity\"F\n" +
 	"\x17SubscribeAlertsResponse\x12+\n" +
-	"\x05alert\x18\x01 \x01(\v2\x15.witnz.alert.v1.AlertR\x05alert2\xb5\x02\n" +
+	"\x05alert\x18\x01 \x01(\v2\x15.witnz.alert.v1.AlertR\x05alert\"%\n" +
+	"\rVerifyRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\"E\n" +
+	"\x0eVerifyResponse\x123\n" +
+	"\x03run\x18\x01 \x01(\v2!.witnz.verifier.v1.VerifyResponseR\x03run\"F\n" +
+	"\x18ListVerificationsRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"R\n" +
+	"\x19ListVerificationsResponse\x125\n" +
+	"\x04runs\x18\x01 \x03(\v2!.witnz.verifier.v1.VerifyResponseR\x04runs2\xf7\x03\n" +
 	"\x0eGatewayService\x12Y\n" +
 	"\tGetStatus\x12\".witnz.gateway.v1.GetStatusRequest\x1a#.witnz.gateway.v1.GetStatusResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\n" +
 	"ListAlerts\x12#.witnz.gateway.v1.ListAlertsRequest\x1a$.witnz.gateway.v1.ListAlertsResponse\"\x03\x90\x02\x01\x12j\n" +
-	"\x0fSubscribeAlerts\x12(.witnz.gateway.v1.SubscribeAlertsRequest\x1a).witnz.gateway.v1.SubscribeAlertsResponse\"\x000\x01B\xc2\x01\n" +
+	"\x0fSubscribeAlerts\x12(.witnz.gateway.v1.SubscribeAlertsRequest\x1a).witnz.gateway.v1.SubscribeAlertsResponse\"\x000\x01\x12M\n" +
+	"\x06Verify\x12\x1f.witnz.gateway.v1.VerifyRequest\x1a .witnz.gateway.v1.VerifyResponse\"\x00\x12q\n" +
+	"\x11ListVerifications\x12*.witnz.gateway.v1.ListVerificationsRequest\x1a+.witnz.gateway.v1.ListVerificationsResponse\"\x03\x90\x02\x01B\xc2\x01\n" +
 	"\x14com.witnz.gateway.v1B\fGatewayProtoP\x01Z:github.com/witnz/witnz/libs/gen/witnz/gateway/v1;gatewayv1\xa2\x02\x03WGX\xaa\x02\x10Witnz.Gateway.V1\xca\x02\x10Witnz\\Gateway\\V1\xe2\x02\x1cWitnz\\Gateway\\V1\\GPBMetadata\xea\x02\x12Witnz::Gateway::V1b\x06proto3"
 
 var (
@@ -401,40 +600,51 @@ func file_witnz_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_witnz_gateway_v1_gateway_proto_rawDescData
 }
 
-var file_witnz_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_witnz_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_witnz_gateway_v1_gateway_proto_goTypes = []any{
-	(*GetStatusRequest)(nil),        // 0: witnz.gateway.v1.GetStatusRequest
-	(*WitnessNodeStatus)(nil),       // 1: witnz.gateway.v1.WitnessNodeStatus
-	(*GetStatusResponse)(nil),       // 2: witnz.gateway.v1.GetStatusResponse
-	(*ListAlertsRequest)(nil),       // 3: witnz.gateway.v1.ListAlertsRequest
-	(*ListAlertsResponse)(nil),      // 4: witnz.gateway.v1.ListAlertsResponse
-	(*SubscribeAlertsRequest)(nil),  // 5: witnz.gateway.v1.SubscribeAlertsRequest
-	(*SubscribeAlertsResponse)(nil), // 6: witnz.gateway.v1.SubscribeAlertsResponse
-	(*v1.GetStatusResponse)(nil),    // 7: witnz.witness.v1.GetStatusResponse
-	(*v11.GetStatusResponse)(nil),   // 8: witnz.ingest.v1.GetStatusResponse
-	(*v12.AlertFilter)(nil),         // 9: witnz.alert.v1.AlertFilter
-	(*v12.Alert)(nil),               // 10: witnz.alert.v1.Alert
-	(v12.Severity)(0),               // 11: witnz.alert.v1.Severity
+	(*GetStatusRequest)(nil),          // 0: witnz.gateway.v1.GetStatusRequest
+	(*WitnessNodeStatus)(nil),         // 1: witnz.gateway.v1.WitnessNodeStatus
+	(*GetStatusResponse)(nil),         // 2: witnz.gateway.v1.GetStatusResponse
+	(*ListAlertsRequest)(nil),         // 3: witnz.gateway.v1.ListAlertsRequest
+	(*ListAlertsResponse)(nil),        // 4: witnz.gateway.v1.ListAlertsResponse
+	(*SubscribeAlertsRequest)(nil),    // 5: witnz.gateway.v1.SubscribeAlertsRequest
+	(*SubscribeAlertsResponse)(nil),   // 6: witnz.gateway.v1.SubscribeAlertsResponse
+	(*VerifyRequest)(nil),             // 7: witnz.gateway.v1.VerifyRequest
+	(*VerifyResponse)(nil),            // 8: witnz.gateway.v1.VerifyResponse
+	(*ListVerificationsRequest)(nil),  // 9: witnz.gateway.v1.ListVerificationsRequest
+	(*ListVerificationsResponse)(nil), // 10: witnz.gateway.v1.ListVerificationsResponse
+	(*v1.GetStatusResponse)(nil),      // 11: witnz.witness.v1.GetStatusResponse
+	(*v11.GetStatusResponse)(nil),     // 12: witnz.ingest.v1.GetStatusResponse
+	(*v12.AlertFilter)(nil),           // 13: witnz.alert.v1.AlertFilter
+	(*v12.Alert)(nil),                 // 14: witnz.alert.v1.Alert
+	(v12.Severity)(0),                 // 15: witnz.alert.v1.Severity
+	(*v13.VerifyResponse)(nil),        // 16: witnz.verifier.v1.VerifyResponse
 }
 var file_witnz_gateway_v1_gateway_proto_depIdxs = []int32{
-	7,  // 0: witnz.gateway.v1.WitnessNodeStatus.status:type_name -> witnz.witness.v1.GetStatusResponse
+	11, // 0: witnz.gateway.v1.WitnessNodeStatus.status:type_name -> witnz.witness.v1.GetStatusResponse
 	1,  // 1: witnz.gateway.v1.GetStatusResponse.witnesses:type_name -> witnz.gateway.v1.WitnessNodeStatus
-	8,  // 2: witnz.gateway.v1.GetStatusResponse.ingest:type_name -> witnz.ingest.v1.GetStatusResponse
-	9,  // 3: witnz.gateway.v1.ListAlertsRequest.filter:type_name -> witnz.alert.v1.AlertFilter
-	10, // 4: witnz.gateway.v1.ListAlertsResponse.alerts:type_name -> witnz.alert.v1.Alert
-	11, // 5: witnz.gateway.v1.SubscribeAlertsRequest.min_severity:type_name -> witnz.alert.v1.Severity
-	10, // 6: witnz.gateway.v1.SubscribeAlertsResponse.alert:type_name -> witnz.alert.v1.Alert
-	0,  // 7: witnz.gateway.v1.GatewayService.GetStatus:input_type -> witnz.gateway.v1.GetStatusRequest
-	3,  // 8: witnz.gateway.v1.GatewayService.ListAlerts:input_type -> witnz.gateway.v1.ListAlertsRequest
-	5,  // 9: witnz.gateway.v1.GatewayService.SubscribeAlerts:input_type -> witnz.gateway.v1.SubscribeAlertsRequest
-	2,  // 10: witnz.gateway.v1.GatewayService.GetStatus:output_type -> witnz.gateway.v1.GetStatusResponse
-	4,  // 11: witnz.gateway.v1.GatewayService.ListAlerts:output_type -> witnz.gateway.v1.ListAlertsResponse
-	6,  // 12: witnz.gateway.v1.GatewayService.SubscribeAlerts:output_type -> witnz.gateway.v1.SubscribeAlertsResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	12, // 2: witnz.gateway.v1.GetStatusResponse.ingest:type_name -> witnz.ingest.v1.GetStatusResponse
+	13, // 3: witnz.gateway.v1.ListAlertsRequest.filter:type_name -> witnz.alert.v1.AlertFilter
+	14, // 4: witnz.gateway.v1.ListAlertsResponse.alerts:type_name -> witnz.alert.v1.Alert
+	15, // 5: witnz.gateway.v1.SubscribeAlertsRequest.min_severity:type_name -> witnz.alert.v1.Severity
+	14, // 6: witnz.gateway.v1.SubscribeAlertsResponse.alert:type_name -> witnz.alert.v1.Alert
+	16, // 7: witnz.gateway.v1.VerifyResponse.run:type_name -> witnz.verifier.v1.VerifyResponse
+	16, // 8: witnz.gateway.v1.ListVerificationsResponse.runs:type_name -> witnz.verifier.v1.VerifyResponse
+	0,  // 9: witnz.gateway.v1.GatewayService.GetStatus:input_type -> witnz.gateway.v1.GetStatusRequest
+	3,  // 10: witnz.gateway.v1.GatewayService.ListAlerts:input_type -> witnz.gateway.v1.ListAlertsRequest
+	5,  // 11: witnz.gateway.v1.GatewayService.SubscribeAlerts:input_type -> witnz.gateway.v1.SubscribeAlertsRequest
+	7,  // 12: witnz.gateway.v1.GatewayService.Verify:input_type -> witnz.gateway.v1.VerifyRequest
+	9,  // 13: witnz.gateway.v1.GatewayService.ListVerifications:input_type -> witnz.gateway.v1.ListVerificationsRequest
+	2,  // 14: witnz.gateway.v1.GatewayService.GetStatus:output_type -> witnz.gateway.v1.GetStatusResponse
+	4,  // 15: witnz.gateway.v1.GatewayService.ListAlerts:output_type -> witnz.gateway.v1.ListAlertsResponse
+	6,  // 16: witnz.gateway.v1.GatewayService.SubscribeAlerts:output_type -> witnz.gateway.v1.SubscribeAlertsResponse
+	8,  // 17: witnz.gateway.v1.GatewayService.Verify:output_type -> witnz.gateway.v1.VerifyResponse
+	10, // 18: witnz.gateway.v1.GatewayService.ListVerifications:output_type -> witnz.gateway.v1.ListVerificationsResponse
+	14, // [14:19] is the sub-list for method output_type
+	9,  // [9:14] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_witnz_gateway_v1_gateway_proto_init() }
@@ -448,7 +658,7 @@ func file_witnz_gateway_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_witnz_gateway_v1_gateway_proto_rawDesc), len(file_witnz_gateway_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -88,6 +88,13 @@ const (
 	Outcome_OUTCOME_TAMPERED Outcome = 2
 	// The table could not be verified; error says why.
 	Outcome_OUTCOME_ERROR Outcome = 3
+	// The witness log itself failed a check (witnesses disagree on a root,
+	// the latest cosigned checkpoint misses the policy or does not extend the
+	// last one seen); integrity names each witness and problem. The table
+	// was still compared with the leader's log and findings, if any, are
+	// listed, but neither a clean comparison nor the findings can be trusted
+	// until the problem is understood.
+	Outcome_OUTCOME_INTEGRITY Outcome = 4
 )
 
 // Enum value maps for Outcome.
@@ -97,12 +104,14 @@ var (
 		1: "OUTCOME_OK",
 		2: "OUTCOME_TAMPERED",
 		3: "OUTCOME_ERROR",
+		4: "OUTCOME_INTEGRITY",
 	}
 	Outcome_value = map[string]int32{
 		"OUTCOME_UNSPECIFIED": 0,
 		"OUTCOME_OK":          1,
 		"OUTCOME_TAMPERED":    2,
 		"OUTCOME_ERROR":       3,
+		"OUTCOME_INTEGRITY":   4,
 	}
 )
 
@@ -131,6 +140,87 @@ func (x Outcome) Number() protoreflect.EnumNumber {
 // Deprecated: Use Outcome.Descriptor instead.
 func (Outcome) EnumDescriptor() ([]byte, []int) {
 	return file_witnz_verifier_v1_verifier_proto_rawDescGZIP(), []int{1}
+}
+
+// IntegrityKind is what a log integrity check found.
+type IntegrityKind int32
+
+const (
+	IntegrityKind_INTEGRITY_KIND_UNSPECIFIED IntegrityKind = 0
+	// The witness's root at the common size differs from the majority's.
+	IntegrityKind_INTEGRITY_KIND_ROOT_MISMATCH IntegrityKind = 1
+	// The witness's log does not extend its own root at the common size (a
+	// consistency proof that does not verify).
+	IntegrityKind_INTEGRITY_KIND_INCONSISTENT IntegrityKind = 2
+	// Fewer than a majority of the configured witnesses answered, or the
+	// answering ones hold no common root a majority agrees on.
+	IntegrityKind_INTEGRITY_KIND_NO_MAJORITY IntegrityKind = 3
+	// The latest cosigned checkpoint does not satisfy the checkpoint policy
+	// (--policy).
+	IntegrityKind_INTEGRITY_KIND_CHECKPOINT_POLICY IntegrityKind = 4
+	// The checkpoint's root is not the log's root at its size.
+	IntegrityKind_INTEGRITY_KIND_CHECKPOINT_ROOT IntegrityKind = 5
+	// The checkpoint is older than the last one this verifier saw for the
+	// table (a replay, or a rolled-back replica).
+	IntegrityKind_INTEGRITY_KIND_CHECKPOINT_STALE IntegrityKind = 6
+	// The checkpoint does not extend the last one this verifier saw (same
+	// size with another root, or a consistency proof that does not verify).
+	IntegrityKind_INTEGRITY_KIND_CHECKPOINT_FORK IntegrityKind = 7
+	// The witnesses serve no checkpoint of a table the verifier saw one of.
+	IntegrityKind_INTEGRITY_KIND_CHECKPOINT_MISSING IntegrityKind = 8
+)
+
+// Enum value maps for IntegrityKind.
+var (
+	IntegrityKind_name = map[int32]string{
+		0: "INTEGRITY_KIND_UNSPECIFIED",
+		1: "INTEGRITY_KIND_ROOT_MISMATCH",
+		2: "INTEGRITY_KIND_INCONSISTENT",
+		3: "INTEGRITY_KIND_NO_MAJORITY",
+		4: "INTEGRITY_KIND_CHECKPOINT_POLICY",
+		5: "INTEGRITY_KIND_CHECKPOINT_ROOT",
+		6: "INTEGRITY_KIND_CHECKPOINT_STALE",
+		7: "INTEGRITY_KIND_CHECKPOINT_FORK",
+		8: "INTEGRITY_KIND_CHECKPOINT_MISSING",
+	}
+	IntegrityKind_value = map[string]int32{
+		"INTEGRITY_KIND_UNSPECIFIED":        0,
+		"INTEGRITY_KIND_ROOT_MISMATCH":      1,
+		"INTEGRITY_KIND_INCONSISTENT":       2,
+		"INTEGRITY_KIND_NO_MAJORITY":        3,
+		"INTEGRITY_KIND_CHECKPOINT_POLICY":  4,
+		"INTEGRITY_KIND_CHECKPOINT_ROOT":    5,
+		"INTEGRITY_KIND_CHECKPOINT_STALE":   6,
+		"INTEGRITY_KIND_CHECKPOINT_FORK":    7,
+		"INTEGRITY_KIND_CHECKPOINT_MISSING": 8,
+	}
+)
+
+func (x IntegrityKind) Enum() *IntegrityKind {
+	p := new(IntegrityKind)
+	*p = x
+	return p
+}
+
+func (x IntegrityKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (IntegrityKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_witnz_verifier_v1_verifier_proto_enumTypes[2].Descriptor()
+}
+
+func (IntegrityKind) Type() protoreflect.EnumType {
+	return &file_witnz_verifier_v1_verifier_proto_enumTypes[2]
+}
+
+func (x IntegrityKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use IntegrityKind.Descriptor instead.
+func (IntegrityKind) EnumDescriptor() ([]byte, []int) {
+	return file_witnz_verifier_v1_verifier_proto_rawDescGZIP(), []int{2}
 }
 
 type Finding struct {
@@ -299,6 +389,88 @@ func (x *VerifyRequest) GetTable() string {
 	return ""
 }
 
+// IntegrityProblem is one failed log integrity check.
+type IntegrityProblem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Node id of the witness at fault ("w2"); empty when the problem is not
+	// one node's (e.g. no majority answered).
+	Witness string `protobuf:"bytes,1,opt,name=witness,proto3" json:"witness,omitempty"`
+	// Its configured API URL.
+	WitnessUrl string        `protobuf:"bytes,2,opt,name=witness_url,json=witnessUrl,proto3" json:"witness_url,omitempty"`
+	Kind       IntegrityKind `protobuf:"varint,3,opt,name=kind,proto3,enum=witnz.verifier.v1.IntegrityKind" json:"kind,omitempty"`
+	// One line for people: what differs, at which size.
+	Problem string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
+	// The log size the problem was found at.
+	Size          uint64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntegrityProblem) Reset() {
+	*x = IntegrityProblem{}
+	mi := &file_witnz_verifier_v1_verifier_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntegrityProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntegrityProblem) ProtoMessage() {}
+
+func (x *IntegrityProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_verifier_v1_verifier_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntegrityProblem.ProtoReflect.Descriptor instead.
+func (*IntegrityProblem) Descriptor() ([]byte, []int) {
+	return file_witnz_verifier_v1_verifier_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *IntegrityProblem) GetWitness() string {
+	if x != nil {
+		return x.Witness
+	}
+	return ""
+}
+
+func (x *IntegrityProblem) GetWitnessUrl() string {
+	if x != nil {
+		return x.WitnessUrl
+	}
+	return ""
+}
+
+func (x *IntegrityProblem) GetKind() IntegrityKind {
+	if x != nil {
+		return x.Kind
+	}
+	return IntegrityKind_INTEGRITY_KIND_UNSPECIFIED
+}
+
+func (x *IntegrityProblem) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+func (x *IntegrityProblem) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 type VerifyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
@@ -328,14 +500,18 @@ type VerifyResponse struct {
 	// bundle without a cosigned checkpoint.
 	Warnings []string `protobuf:"bytes,14,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	// How the run was started: "api" or "schedule".
-	Trigger       string `protobuf:"bytes,15,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	Trigger string `protobuf:"bytes,15,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	// Failed log integrity checks (OUTCOME_INTEGRITY); empty when every
+	// check passed. Unreachable witnesses, while a majority answers, are
+	// warnings, not problems.
+	Integrity     []*IntegrityProblem `protobuf:"bytes,16,rep,name=integrity,proto3" json:"integrity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VerifyResponse) Reset() {
 	*x = VerifyResponse{}
-	mi := &file_witnz_verifier_v1_verifier_proto_msgTypes[2]
+	mi := &file_witnz_verifier_v1_verifier_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +523,7 @@ func (x *VerifyResponse) String() string {
 func (*VerifyResponse) ProtoMessage() {}
 
 func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_verifier_v1_verifier_proto_msgTypes[2]
+	mi := &file_witnz_verifier_v1_verifier_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +536,7 @@ func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_verifier_v1_verifier_proto_rawDescGZIP(), []int{2}
+	return file_witnz_verifier_v1_verifier_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *VerifyResponse) GetTable() string {
@@ -468,6 +644,13 @@ func (x *VerifyResponse) GetTrigger() string {
 	return ""
 }
 
+func (x *VerifyResponse) GetIntegrity() []*IntegrityProblem {
+	if x != nil {
+		return x.Integrity
+	}
+	return nil
+}
+
 type ListRunsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty for every table.
@@ -480,7 +663,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_witnz_verifier_v1_verifier_proto_msgTypes[3]
+	mi := &file_witnz_verifier_v1_verifier_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +675,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_verifier_v1_verifier_proto_msgTypes[3]
+	mi := &file_witnz_verifier_v1_verifier_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +688,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_verifier_v1_verifier_proto_rawDescGZIP(), []int{3}
+	return file_witnz_verifier_v1_verifier_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListRunsRequest) GetTable() string {
@@ -531,7 +714,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_witnz_verifier_v1_verifier_proto_msgTypes[4]
+	mi := &file_witnz_verifier_v1_verifier_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -543,7 +726,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_verifier_v1_verifier_proto_msgTypes[4]
+	mi := &file_witnz_verifier_v1_verifier_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -556,7 +739,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_verifier_v1_verifier_proto_rawDescGZIP(), []int{4}
+	return file_witnz_verifier_v1_verifier_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListRunsResponse) GetRuns() []*VerifyResponse {
@@ -587,7 +770,14 @@ const file_witnz_verifier_v1_verifier_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x10\n" +
 	"\x0e_witness_entry\"%\n" +
 	"\rVerifyRequest\x12\x14\n" +
-	"\x05table\x18\x01 \x01(\tR\x05table\"\xbb\x04\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\"\xb1\x01\n" +
+	"\x10IntegrityProblem\x12\x18\n" +
+	"\awitness\x18\x01 \x01(\tR\awitness\x12\x1f\n" +
+	"\vwitness_url\x18\x02 \x01(\tR\n" +
+	"witnessUrl\x124\n" +
+	"\x04kind\x18\x03 \x01(\x0e2 .witnz.verifier.v1.IntegrityKindR\x04kind\x12\x18\n" +
+	"\aproblem\x18\x04 \x01(\tR\aproblem\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x04R\x04size\"\xfe\x04\n" +
 	"\x0eVerifyResponse\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12!\n" +
 	"\fsnapshot_lsn\x18\x02 \x01(\tR\vsnapshotLsn\x12\x19\n" +
@@ -606,7 +796,8 @@ const file_witnz_verifier_v1_verifier_proto_rawDesc = "" +
 	"\x12findings_truncated\x18\f \x01(\bR\x11findingsTruncated\x120\n" +
 	"\x14confirm_snapshot_lsn\x18\r \x01(\tR\x12confirmSnapshotLsn\x12\x1a\n" +
 	"\bwarnings\x18\x0e \x03(\tR\bwarnings\x12\x18\n" +
-	"\atrigger\x18\x0f \x01(\tR\atrigger\"=\n" +
+	"\atrigger\x18\x0f \x01(\tR\atrigger\x12A\n" +
+	"\tintegrity\x18\x10 \x03(\v2#.witnz.verifier.v1.IntegrityProblemR\tintegrity\"=\n" +
 	"\x0fListRunsRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"I\n" +
@@ -616,13 +807,24 @@ const file_witnz_verifier_v1_verifier_proto_rawDesc = "" +
 	"\x18FINDING_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15FINDING_KIND_MODIFIED\x10\x01\x12\x18\n" +
 	"\x14FINDING_KIND_DELETED\x10\x02\x12\x18\n" +
-	"\x14FINDING_KIND_PHANTOM\x10\x03*[\n" +
+	"\x14FINDING_KIND_PHANTOM\x10\x03*r\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
 	"OUTCOME_OK\x10\x01\x12\x14\n" +
 	"\x10OUTCOME_TAMPERED\x10\x02\x12\x11\n" +
-	"\rOUTCOME_ERROR\x10\x032\xbc\x01\n" +
+	"\rOUTCOME_ERROR\x10\x03\x12\x15\n" +
+	"\x11OUTCOME_INTEGRITY\x10\x04*\xcc\x02\n" +
+	"\rIntegrityKind\x12\x1e\n" +
+	"\x1aINTEGRITY_KIND_UNSPECIFIED\x10\x00\x12 \n" +
+	"\x1cINTEGRITY_KIND_ROOT_MISMATCH\x10\x01\x12\x1f\n" +
+	"\x1bINTEGRITY_KIND_INCONSISTENT\x10\x02\x12\x1e\n" +
+	"\x1aINTEGRITY_KIND_NO_MAJORITY\x10\x03\x12$\n" +
+	" INTEGRITY_KIND_CHECKPOINT_POLICY\x10\x04\x12\"\n" +
+	"\x1eINTEGRITY_KIND_CHECKPOINT_ROOT\x10\x05\x12#\n" +
+	"\x1fINTEGRITY_KIND_CHECKPOINT_STALE\x10\x06\x12\"\n" +
+	"\x1eINTEGRITY_KIND_CHECKPOINT_FORK\x10\a\x12%\n" +
+	"!INTEGRITY_KIND_CHECKPOINT_MISSING\x10\b2\xbc\x01\n" +
 	"\x0fVerifierService\x12O\n" +
 	"\x06Verify\x12 .witnz.verifier.v1.VerifyRequest\x1a!.witnz.verifier.v1.VerifyResponse\"\x00\x12X\n" +
 	"\bListRuns\x12\".witnz.verifier.v1.ListRunsRequest\x1a#.witnz.verifier.v1.ListRunsResponse\"\x03\x90\x02\x01B\xca\x01\n" +
@@ -640,35 +842,39 @@ func file_witnz_verifier_v1_verifier_proto_rawDescGZIP() []byte {
 	return file_witnz_verifier_v1_verifier_proto_rawDescData
 }
 
-var file_witnz_verifier_v1_verifier_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_witnz_verifier_v1_verifier_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_witnz_verifier_v1_verifier_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_witnz_verifier_v1_verifier_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_witnz_verifier_v1_verifier_proto_goTypes = []any{
 	(FindingKind)(0),              // 0: witnz.verifier.v1.FindingKind
 	(Outcome)(0),                  // 1: witnz.verifier.v1.Outcome
-	(*Finding)(nil),               // 2: witnz.verifier.v1.Finding
-	(*VerifyRequest)(nil),         // 3: witnz.verifier.v1.VerifyRequest
-	(*VerifyResponse)(nil),        // 4: witnz.verifier.v1.VerifyResponse
-	(*ListRunsRequest)(nil),       // 5: witnz.verifier.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),      // 6: witnz.verifier.v1.ListRunsResponse
-	nil,                           // 7: witnz.verifier.v1.Finding.KeyEntry
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(IntegrityKind)(0),            // 2: witnz.verifier.v1.IntegrityKind
+	(*Finding)(nil),               // 3: witnz.verifier.v1.Finding
+	(*VerifyRequest)(nil),         // 4: witnz.verifier.v1.VerifyRequest
+	(*IntegrityProblem)(nil),      // 5: witnz.verifier.v1.IntegrityProblem
+	(*VerifyResponse)(nil),        // 6: witnz.verifier.v1.VerifyResponse
+	(*ListRunsRequest)(nil),       // 7: witnz.verifier.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),      // 8: witnz.verifier.v1.ListRunsResponse
+	nil,                           // 9: witnz.verifier.v1.Finding.KeyEntry
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_witnz_verifier_v1_verifier_proto_depIdxs = []int32{
-	0, // 0: witnz.verifier.v1.Finding.kind:type_name -> witnz.verifier.v1.FindingKind
-	7, // 1: witnz.verifier.v1.Finding.key:type_name -> witnz.verifier.v1.Finding.KeyEntry
-	2, // 2: witnz.verifier.v1.VerifyResponse.findings:type_name -> witnz.verifier.v1.Finding
-	8, // 3: witnz.verifier.v1.VerifyResponse.started_at:type_name -> google.protobuf.Timestamp
-	1, // 4: witnz.verifier.v1.VerifyResponse.outcome:type_name -> witnz.verifier.v1.Outcome
-	4, // 5: witnz.verifier.v1.ListRunsResponse.runs:type_name -> witnz.verifier.v1.VerifyResponse
-	3, // 6: witnz.verifier.v1.VerifierService.Verify:input_type -> witnz.verifier.v1.VerifyRequest
-	5, // 7: witnz.verifier.v1.VerifierService.ListRuns:input_type -> witnz.verifier.v1.ListRunsRequest
-	4, // 8: witnz.verifier.v1.VerifierService.Verify:output_type -> witnz.verifier.v1.VerifyResponse
-	6, // 9: witnz.verifier.v1.VerifierService.ListRuns:output_type -> witnz.verifier.v1.ListRunsResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	0,  // 0: witnz.verifier.v1.Finding.kind:type_name -> witnz.verifier.v1.FindingKind
+	9,  // 1: witnz.verifier.v1.Finding.key:type_name -> witnz.verifier.v1.Finding.KeyEntry
+	2,  // 2: witnz.verifier.v1.IntegrityProblem.kind:type_name -> witnz.verifier.v1.IntegrityKind
+	3,  // 3: witnz.verifier.v1.VerifyResponse.findings:type_name -> witnz.verifier.v1.Finding
+	10, // 4: witnz.verifier.v1.VerifyResponse.started_at:type_name -> google.protobuf.Timestamp
+	1,  // 5: witnz.verifier.v1.VerifyResponse.outcome:type_name -> witnz.verifier.v1.Outcome
+	5,  // 6: witnz.verifier.v1.VerifyResponse.integrity:type_name -> witnz.verifier.v1.IntegrityProblem
+	6,  // 7: witnz.verifier.v1.ListRunsResponse.runs:type_name -> witnz.verifier.v1.VerifyResponse
+	4,  // 8: witnz.verifier.v1.VerifierService.Verify:input_type -> witnz.verifier.v1.VerifyRequest
+	7,  // 9: witnz.verifier.v1.VerifierService.ListRuns:input_type -> witnz.verifier.v1.ListRunsRequest
+	6,  // 10: witnz.verifier.v1.VerifierService.Verify:output_type -> witnz.verifier.v1.VerifyResponse
+	8,  // 11: witnz.verifier.v1.VerifierService.ListRuns:output_type -> witnz.verifier.v1.ListRunsResponse
+	10, // [10:12] is the sub-list for method output_type
+	8,  // [8:10] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_witnz_verifier_v1_verifier_proto_init() }
@@ -682,8 +888,8 @@ func file_witnz_verifier_v1_verifier_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_witnz_verifier_v1_verifier_proto_rawDesc), len(file_witnz_verifier_v1_verifier_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   6,
+			NumEnums:      3,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

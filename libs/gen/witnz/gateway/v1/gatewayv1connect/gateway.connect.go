@@ -42,6 +42,11 @@ const (
 	// GatewayServiceSubscribeAlertsProcedure is the fully-qualified name of the GatewayService's
 	// SubscribeAlerts RPC.
 	GatewayServiceSubscribeAlertsProcedure = "/witnz.gateway.v1.GatewayService/SubscribeAlerts"
+	// GatewayServiceVerifyProcedure is the fully-qualified name of the GatewayService's Verify RPC.
+	GatewayServiceVerifyProcedure = "/witnz.gateway.v1.GatewayService/Verify"
+	// GatewayServiceListVerificationsProcedure is the fully-qualified name of the GatewayService's
+	// ListVerifications RPC.
+	GatewayServiceListVerificationsProcedure = "/witnz.gateway.v1.GatewayService/ListVerifications"
 )
 
 // GatewayServiceClient is a client for the witnz.gateway.v1.GatewayService service.
@@ -53,6 +58,13 @@ type GatewayServiceClient interface {
 	// SubscribeAlerts streams every alert stored from now on, as it is
 	// published, until the client goes away.
 	SubscribeAlerts(context.Context, *connect.Request[v1.SubscribeAlertsRequest]) (*connect.ServerStreamForClient[v1.SubscribeAlertsResponse], error)
+	// Verify asks the verifier (--verifier) to verify a table now and
+	// returns its run. Errors are the verifier's, with the same codes;
+	// UNAVAILABLE when the verifier cannot be reached, FAILED_PRECONDITION
+	// when the gateway has no --verifier.
+	Verify(context.Context, *connect.Request[v1.VerifyRequest]) (*connect.Response[v1.VerifyResponse], error)
+	// ListVerifications returns the verifier's past runs, newest first.
+	ListVerifications(context.Context, *connect.Request[v1.ListVerificationsRequest]) (*connect.Response[v1.ListVerificationsResponse], error)
 }
 
 // NewGatewayServiceClient constructs a client for the witnz.gateway.v1.GatewayService service. By
@@ -86,14 +98,29 @@ func NewGatewayServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(gatewayServiceMethods.ByName("SubscribeAlerts")),
 			connect.WithClientOptions(opts...),
 		),
+		verify: connect.NewClient[v1.VerifyRequest, v1.VerifyResponse](
+			httpClient,
+			baseURL+GatewayServiceVerifyProcedure,
+			connect.WithSchema(gatewayServiceMethods.ByName("Verify")),
+			connect.WithClientOptions(opts...),
+		),
+		listVerifications: connect.NewClient[v1.ListVerificationsRequest, v1.ListVerificationsResponse](
+			httpClient,
+			baseURL+GatewayServiceListVerificationsProcedure,
+			connect.WithSchema(gatewayServiceMethods.ByName("ListVerifications")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // gatewayServiceClient implements GatewayServiceClient.
 type gatewayServiceClient struct {
-	getStatus       *connect.Client[v1.GetStatusRequest, v1.GetStatusResponse]
-	listAlerts      *connect.Client[v1.ListAlertsRequest, v1.ListAlertsResponse]
-	subscribeAlerts *connect.Client[v1.SubscribeAlertsRequest, v1.SubscribeAlertsResponse]
+	getStatus         *connect.Client[v1.GetStatusRequest, v1.GetStatusResponse]
+	listAlerts        *connect.Client[v1.ListAlertsRequest, v1.ListAlertsResponse]
+	subscribeAlerts   *connect.Client[v1.SubscribeAlertsRequest, v1.SubscribeAlertsResponse]
+	verify            *connect.Client[v1.VerifyRequest, v1.VerifyResponse]
+	listVerifications *connect.Client[v1.ListVerificationsRequest, v1.ListVerificationsResponse]
 }
 
 // GetStatus calls witnz.gateway.v1.GatewayService.GetStatus.
@@ -111,6 +138,16 @@ func (c *gatewayServiceClient) SubscribeAlerts(ctx context.Context, req *connect
 	return c.subscribeAlerts.CallServerStream(ctx, req)
 }
 
+// Verify calls witnz.gateway.v1.GatewayService.Verify.
+func (c *gatewayServiceClient) Verify(ctx context.Context, req *connect.Request[v1.VerifyRequest]) (*connect.Response[v1.VerifyResponse], error) {
+	return c.verify.CallUnary(ctx, req)
+}
+
+// ListVerifications calls witnz.gateway.v1.GatewayService.ListVerifications.
+func (c *gatewayServiceClient) ListVerifications(ctx context.Context, req *connect.Request[v1.ListVerificationsRequest]) (*connect.Response[v1.ListVerificationsResponse], error) {
+	return c.listVerifications.CallUnary(ctx, req)
+}
+
 // GatewayServiceHandler is an implementation of the witnz.gateway.v1.GatewayService service.
 type GatewayServiceHandler interface {
 	// GetStatus gathers the status of every witness node and of cdc-ingest.
@@ -120,6 +157,13 @@ type GatewayServiceHandler interface {
 	// SubscribeAlerts streams every alert stored from now on, as it is
 	// published, until the client goes away.
 	SubscribeAlerts(context.Context, *connect.Request[v1.SubscribeAlertsRequest], *connect.ServerStream[v1.SubscribeAlertsResponse]) error
+	// Verify asks the verifier (--verifier) to verify a table now and
+	// returns its run. Errors are the verifier's, with the same codes;
+	// UNAVAILABLE when the verifier cannot be reached, FAILED_PRECONDITION
+	// when the gateway has no --verifier.
+	Verify(context.Context, *connect.Request[v1.VerifyRequest]) (*connect.Response[v1.VerifyResponse], error)
+	// ListVerifications returns the verifier's past runs, newest first.
+	ListVerifications(context.Context, *connect.Request[v1.ListVerificationsRequest]) (*connect.Response[v1.ListVerificationsResponse], error)
 }
 
 // NewGatewayServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -149,6 +193,19 @@ func NewGatewayServiceHandler(svc GatewayServiceHandler, opts ...connect.Handler
 		connect.WithSchema(gatewayServiceMethods.ByName("SubscribeAlerts")),
 		connect.WithHandlerOptions(opts...),
 	)
+	gatewayServiceVerifyHandler := connect.NewUnaryHandler(
+		GatewayServiceVerifyProcedure,
+		svc.Verify,
+		connect.WithSchema(gatewayServiceMethods.ByName("Verify")),
+		connect.WithHandlerOptions(opts...),
+	)
+	gatewayServiceListVerificationsHandler := connect.NewUnaryHandler(
+		GatewayServiceListVerificationsProcedure,
+		svc.ListVerifications,
+		connect.WithSchema(gatewayServiceMethods.ByName("ListVerifications")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/witnz.gateway.v1.GatewayService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case GatewayServiceGetStatusProcedure:
@@ -157,6 +214,10 @@ func NewGatewayServiceHandler(svc GatewayServiceHandler, opts ...connect.Handler
 			gatewayServiceListAlertsHandler.ServeHTTP(w, r)
 		case GatewayServiceSubscribeAlertsProcedure:
 			gatewayServiceSubscribeAlertsHandler.ServeHTTP(w, r)
+		case GatewayServiceVerifyProcedure:
+			gatewayServiceVerifyHandler.ServeHTTP(w, r)
+		case GatewayServiceListVerificationsProcedure:
+			gatewayServiceListVerificationsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -176,4 +237,12 @@ func (UnimplementedGatewayServiceHandler) ListAlerts(context.Context, *connect.R
 
 func (UnimplementedGatewayServiceHandler) SubscribeAlerts(context.Context, *connect.Request[v1.SubscribeAlertsRequest], *connect.ServerStream[v1.SubscribeAlertsResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("witnz.gateway.v1.GatewayService.SubscribeAlerts is not implemented"))
+}
+
+func (UnimplementedGatewayServiceHandler) Verify(context.Context, *connect.Request[v1.VerifyRequest]) (*connect.Response[v1.VerifyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("witnz.gateway.v1.GatewayService.Verify is not implemented"))
+}
+
+func (UnimplementedGatewayServiceHandler) ListVerifications(context.Context, *connect.Request[v1.ListVerificationsRequest]) (*connect.Response[v1.ListVerificationsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("witnz.gateway.v1.GatewayService.ListVerifications is not implemented"))
 }
