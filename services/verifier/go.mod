@@ -82,3 +82,7 @@ replace (
 	github.com/witnz/witnz/libs/pgcopy => ../../libs/pgcopy
 	github.com/witnz/witnz/libs/statedigest => ../../libs/statedigest
 )
+
+require github.com/witnz/witnz/libs/tlog v0.0.0
+
+replace github.com/witnz/witnz/libs/tlog => ../../libs/tlog

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
 	verifierv1 "github.com/witnz/witnz/libs/gen/witnz/verifier/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/verifier/v1/verifierv1connect"
 	"github.com/witnz/witnz/libs/logging"
@@ -56,6 +58,8 @@ func TestVerifyAPI(t *testing.T) {
 		DataDir:        dataDir,
 		CatchUpTimeout: 30 * time.Second,
 		CheckpointWait: 10 * time.Second,
+		PolicyFile:     c.PolicyFile,
+		AlertURL:       c.Alerts.URL,
 		// Parse refuses intervals below 10 s; the test sets one directly.
 		Schedule: []config.Scheduled{{Table: "public.orders", Interval: time.Second}},
 	}
@@ -99,6 +103,14 @@ func TestVerifyAPI(t *testing.T) {
 	}
 	if _, err := os.Stat(f.GetEvidencePath()); err != nil {
 		t.Errorf("evidence bundle: %v", err)
+	}
+	// One CRITICAL alert for the run, naming the table, the row and the
+	// bundle.
+	a := waitAlert(t, c, "verify.tampered", "public.audit_log")
+	d := a.GetDetail().AsMap()
+	if a.GetSeverity() != alertv1.Severity_SEVERITY_CRITICAL || !strings.Contains(a.GetMessage(), "id=7") || d["snapshot_lsn"] != m.GetSnapshotLsn() ||
+		fmt.Sprint(d["evidence_paths"]) != fmt.Sprint([]any{f.GetEvidencePath()}) || fmt.Sprint(d["counts"]) != "map[modified:1]" {
+		t.Errorf("findings alert = %v", a)
 	}
 
 	_, err = operator.Verify(t.Context(), connect.NewRequest(&verifierv1.VerifyRequest{Table: "public.nothing"}))

@@ -18,11 +18,14 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/witnz/witnz/libs/checkpoint"
 	"github.com/witnz/witnz/libs/commitment"
+	"github.com/witnz/witnz/libs/gen/witnz/alert/v1/alertv1connect"
 	"github.com/witnz/witnz/libs/gen/witnz/verifier/v1/verifierv1connect"
 	"github.com/witnz/witnz/libs/mtls"
 	"github.com/witnz/witnz/libs/rpcserver"
 	"github.com/witnz/witnz/libs/witnessset"
+	"github.com/witnz/witnz/services/verifier/internal/alerts"
 	"github.com/witnz/witnz/services/verifier/internal/config"
 	"github.com/witnz/witnz/services/verifier/internal/history"
 	"github.com/witnz/witnz/services/verifier/internal/verify"
@@ -40,6 +43,8 @@ type Service struct {
 	history   *history.Store
 	runner    *runner
 	schedule  []config.Scheduled
+	// alerter is nil without --alert.
+	alerter *alerts.Alerter
 }
 
 // New checks cfg against the world (key, certificates, PostgreSQL) and
@@ -56,6 +61,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 	tlsCfg, err := mtls.Load(cfg.TLS)
 	if err != nil {
 		return nil, err
+	}
+	var policy *checkpoint.Policy
+	if cfg.PolicyFile != "" {
+		if policy, err = checkpoint.LoadPolicy(cfg.PolicyFile); err != nil {
+			return nil, fmt.Errorf("--policy %s: %w; give the checkpoint policy file the witnesses use", cfg.PolicyFile, err)
+		}
 	}
 	// The evidence directory is created with the first bundle; findings
 	// name their bundle by absolute path.
@@ -88,7 +99,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		hist.Close()
 		return nil, err
 	}
+	var alerter *alerts.Alerter
+	if cfg.AlertURL != "" {
+		alerter = alerts.New(alertv1connect.NewAlertServiceClient(tlsCfg.HTTPClient(), cfg.AlertURL, rpcserver.ClientOptions()...), log)
+	}
 	v := verify.New(pool, tlsCfg.HTTPClient(), cfg.Witnesses, verify.Options{
+		Policy:         policy,
+		Checkpoints:    checkpointStore{hist},
 		Key:            key,
 		Slot:           cfg.Slot,
 		EvidenceDir:    cfg.EvidenceDir,
@@ -104,7 +121,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		pool:      pool,
 		witnesses: witnessset.New(tlsCfg, cfg.Witnesses),
 		history:   hist,
-		runner:    newRunner(v, hist, log),
+		runner:    newRunner(v, hist, alerter, log),
+		alerter:   alerter,
 		schedule:  cfg.Schedule,
 	}
 	path, h := verifierv1connect.NewVerifierServiceHandler(&handler{runner: s.runner, history: hist}, srv.HandlerOptions()...)
@@ -118,8 +136,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 	for _, sc := range cfg.Schedule {
 		sched = append(sched, sc.Table+"="+sc.Interval.String())
 	}
+	if policy == nil {
+		log.Warn("no checkpoint policy: the witnesses' cosigned checkpoints are not checked; set --policy to the witnesses' policy file")
+	}
+	if alerter == nil {
+		log.Warn("no alert service: findings and log integrity problems are only logged and kept in the history; set --alert")
+	}
 	log.Info("verifier configured", "identity", tlsCfg.Identity.String(), "witnesses", cfg.Witnesses,
-		"evidence_dir", cfg.EvidenceDir, "data_dir", cfg.DataDir, "schedule", sched)
+		"evidence_dir", cfg.EvidenceDir, "data_dir", cfg.DataDir, "schedule", sched, "policy", cfg.PolicyFile, "alert", cfg.AlertURL)
 	return s, nil
 }
 
@@ -137,6 +161,7 @@ func (s *Service) Run(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.runner.schedule(sctx, s.schedule) })
+	wg.Go(func() { s.alerter.Run(sctx) })
 	err := s.srv.Run(ctx)
 	cancel()
 	wg.Wait()
@@ -181,4 +206,17 @@ func connectPostgres(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 // server's detail on a second one.
 func oneLine(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// checkpointStore keeps the last checkpoint accepted per table in the run
+// history's store.
+type checkpointStore struct{ h *history.Store }
+
+func (c checkpointStore) LastCheckpoint(table string) (verify.SeenCheckpoint, bool, error) {
+	cp, ok, err := c.h.LastCheckpoint(table)
+	return verify.SeenCheckpoint{Size: cp.Size, Root: cp.Root, Note: cp.Note}, ok, err
+}
+
+func (c checkpointStore) SaveCheckpoint(table string, cp verify.SeenCheckpoint) error {
+	return c.h.SaveCheckpoint(table, history.Checkpoint{Size: cp.Size, Root: cp.Root, Note: cp.Note})
 }

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	verifierv1 "github.com/witnz/witnz/libs/gen/witnz/verifier/v1"
+	"github.com/witnz/witnz/services/verifier/internal/alerts"
 	"github.com/witnz/witnz/services/verifier/internal/config"
 	"github.com/witnz/witnz/services/verifier/internal/history"
 	"github.com/witnz/witnz/services/verifier/internal/verify"
@@ -30,12 +31,13 @@ const firstScheduledRun = 30 * time.Second
 type runner struct {
 	v       *verify.Verifier
 	history *history.Store
+	alerter *alerts.Alerter
 	log     *slog.Logger
 	sem     chan struct{}
 }
 
-func newRunner(v *verify.Verifier, h *history.Store, log *slog.Logger) *runner {
-	return &runner{v: v, history: h, log: log, sem: make(chan struct{}, 1)}
+func newRunner(v *verify.Verifier, h *history.Store, a *alerts.Alerter, log *slog.Logger) *runner {
+	return &runner{v: v, history: h, alerter: a, log: log, sem: make(chan struct{}, 1)}
 }
 
 // run verifies table and records the run. The response describes the run
@@ -64,9 +66,12 @@ func (r *runner) run(ctx context.Context, table, trigger string) (*verifierv1.Ve
 		r.log.Info("verification", attrs...)
 	case verifierv1.Outcome_OUTCOME_TAMPERED:
 		r.log.Warn("verification found tampering", append(attrs, "findings", len(resp.GetFindings()))...)
+	case verifierv1.Outcome_OUTCOME_INTEGRITY:
+		r.log.Warn("verification found log integrity problems", append(attrs, "findings", len(resp.GetFindings()), "integrity_problems", len(resp.GetIntegrity()))...)
 	default:
 		r.log.Warn("verification failed", append(attrs, "reason", resp.GetError())...)
 	}
+	r.alerter.Raise(alerts.ForRun(resp)...)
 	return resp, err
 }
 
@@ -98,6 +103,8 @@ func outcomeName(o verifierv1.Outcome) string {
 		return "ok"
 	case verifierv1.Outcome_OUTCOME_TAMPERED:
 		return "tampered"
+	case verifierv1.Outcome_OUTCOME_INTEGRITY:
+		return "integrity"
 	}
 	return "error"
 }
@@ -122,9 +129,17 @@ func toProto(table, trigger string, started time.Time, res *verify.Result, err e
 	out.FindingsTruncated = res.Truncated
 	out.Warnings = res.Warnings
 	out.Outcome = verifierv1.Outcome_OUTCOME_OK
-	if !res.OK() {
+	if len(res.Findings) > 0 {
 		out.Outcome = verifierv1.Outcome_OUTCOME_TAMPERED
 		out.ConfirmSnapshotLsn = verify.FormatLSN(res.ConfirmLSN)
+	}
+	if len(res.Integrity) > 0 {
+		out.Outcome = verifierv1.Outcome_OUTCOME_INTEGRITY
+	}
+	for _, p := range res.Integrity {
+		out.Integrity = append(out.Integrity, &verifierv1.IntegrityProblem{
+			Witness: p.Witness, WitnessUrl: p.URL, Kind: verifierv1.IntegrityKind(p.Kind), Problem: p.Problem, Size: p.Size,
+		})
 	}
 	for i := range res.Findings {
 		f := &res.Findings[i]

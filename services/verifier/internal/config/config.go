@@ -76,6 +76,14 @@ type Config struct {
 	MaxFindings int
 	// ScanWorkers hash rows in parallel; 0 means GOMAXPROCS.
 	ScanWorkers int
+	// PolicyFile is the checkpoint policy (the witnesses' --policy): the
+	// latest cosigned checkpoint of a table must satisfy it. Empty skips
+	// the checkpoint checks.
+	PolicyFile string
+	// AlertURL is the alert service (https://host:port) that receives an
+	// alert for each run with findings or integrity problems; empty logs
+	// them only.
+	AlertURL string
 }
 
 // rawFlags are the flag values that Parse converts.
@@ -109,6 +117,8 @@ func flagSet(c *Config, r *rawFlags, getenv func(string) string) *flag.FlagSet {
 	svcconfig.StringVar(fs, getenv, &r.catchUp, "catchup-timeout", "WITNZ_CATCHUP_TIMEOUT", DefaultCatchUpTimeout.String(), "longest wait for the witnesses to reach a snapshot's WAL position")
 	svcconfig.StringVar(fs, getenv, &r.cpWait, "checkpoint-wait", "WITNZ_CHECKPOINT_WAIT", DefaultCheckpointWait.String(), "longest wait for a cosigned checkpoint that holds a finding's entry (0: use the latest)")
 	svcconfig.StringVar(fs, getenv, &r.maxFindings, "max-findings", "WITNZ_MAX_FINDINGS", strconv.Itoa(DefaultMaxFindings), "findings reported per run at most")
+	svcconfig.StringVar(fs, getenv, &c.PolicyFile, "policy", "WITNZ_POLICY", "", "checkpoint policy file (the witnesses' --policy): the latest cosigned checkpoint of each verified table must satisfy it")
+	svcconfig.StringVar(fs, getenv, &c.AlertURL, "alert", "WITNZ_ALERT", "", "alert service URL https://host:port for findings and log integrity problems (default: log only)")
 	svcconfig.StringVar(fs, getenv, &r.scanWorkers, "scan-workers", "WITNZ_SCAN_WORKERS", "0", "goroutines hashing rows during a scan (0: one per CPU)")
 	return fs
 }
@@ -202,6 +212,11 @@ func (c Config) Validate() error {
 	}
 	if err := svcconfig.ValidateURLs("--witness", c.Witnesses); err != nil {
 		return err
+	}
+	if c.AlertURL != "" {
+		if err := svcconfig.ValidateURL("--alert", c.AlertURL); err != nil {
+			return err
+		}
 	}
 	if c.Slot != "" && !slotRE.MatchString(c.Slot) {
 		return fmt.Errorf("--slot %q: a slot name is 1 to 63 lower-case letters, digits or underscores, e.g. --slot %s", c.Slot, DefaultSlot)

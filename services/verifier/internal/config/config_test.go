@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +109,7 @@ func TestValidate(t *testing.T) {
 		{"http witness", []string{"--witness=http://w1:7000"}, `--witness "http://w1:7000" is not an https://host:port URL`},
 		{"witness without port", []string{"--witness=https://w1"}, `--witness "https://w1" is not an https://host:port URL`},
 		{"bad dsn", []string{"--pg-dsn=postgres://h:notaport/db"}, "--pg-dsn:"},
+		{"http alert", []string{"--alert=http://a:7020"}, `--alert "http://a:7020"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -210,5 +212,18 @@ func TestParseVerificationErrors(t *testing.T) {
 	}
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `--slot "Bad-Slot"`) {
 		t.Errorf("bad slot: %v", err)
+	}
+}
+
+func TestParsePolicyAndAlert(t *testing.T) {
+	got, err := Parse(append(slices.Clone(validArgs), "--policy=/etc/witnz/policy.txt"), env(map[string]string{"WITNZ_ALERT": "https://alert:7020", "WITNZ_POLICY": "/ignored"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.PolicyFile != "/etc/witnz/policy.txt" || got.AlertURL != "https://alert:7020" {
+		t.Errorf("policy %q, alert %q", got.PolicyFile, got.AlertURL)
+	}
+	if err := got.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
 	}
 }

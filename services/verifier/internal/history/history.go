@@ -28,15 +28,27 @@ const FileName = "history.db"
 // MemoryLimit bounds the runs an in-memory store keeps.
 const MemoryLimit = 10_000
 
-var runsBucket = []byte("runs")
+var (
+	runsBucket        = []byte("runs")
+	checkpointsBucket = []byte("checkpoints")
+)
+
+// Checkpoint is the last cosigned checkpoint of a table the verifier
+// accepted; the next one must extend it.
+type Checkpoint struct {
+	Size uint64
+	Root [32]byte
+	Note []byte
+}
 
 // Store keeps verification runs. It is safe for concurrent use.
 type Store struct {
 	db *bolt.DB // nil: in memory
 
-	mu   sync.Mutex
-	mem  []*verifierv1.VerifyResponse
-	last int64 // last key time, to keep keys increasing
+	mu     sync.Mutex
+	mem    []*verifierv1.VerifyResponse
+	memCPs map[string]Checkpoint
+	last   int64 // last key time, to keep keys increasing
 }
 
 // Open opens (creating if needed) the store in dir.
@@ -53,7 +65,10 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("open history %s: %w", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(runsBucket)
+		if _, err := tx.CreateBucketIfNotExists(runsBucket); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(checkpointsBucket)
 		return err
 	}); err != nil {
 		db.Close()
@@ -138,4 +153,51 @@ func (s *Store) List(table string, limit int) ([]*verifierv1.VerifyResponse, err
 		return nil
 	})
 	return out, err
+}
+
+// LastCheckpoint returns the checkpoint of table saved last.
+func (s *Store) LastCheckpoint(table string) (Checkpoint, bool, error) {
+	if s.db == nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		cp, ok := s.memCPs[table]
+		return cp, ok, nil
+	}
+	var cp Checkpoint
+	var ok bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(checkpointsBucket).Get([]byte(table))
+		if v == nil {
+			return nil
+		}
+		if len(v) < 40 {
+			return fmt.Errorf("history: the checkpoint record of %s is %d bytes, want at least 40", table, len(v))
+		}
+		cp.Size = binary.BigEndian.Uint64(v)
+		copy(cp.Root[:], v[8:40])
+		cp.Note = append([]byte(nil), v[40:]...)
+		ok = true
+		return nil
+	})
+	return cp, ok, err
+}
+
+// SaveCheckpoint records cp as the last checkpoint of table: size (8
+// bytes, big-endian), root (32 bytes), signed note.
+func (s *Store) SaveCheckpoint(table string, cp Checkpoint) error {
+	if s.db == nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.memCPs == nil {
+			s.memCPs = map[string]Checkpoint{}
+		}
+		cp.Note = append([]byte(nil), cp.Note...)
+		s.memCPs[table] = cp
+		return nil
+	}
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, 40+len(cp.Note)), cp.Size)
+	v = append(append(v, cp.Root[:]...), cp.Note...)
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(checkpointsBucket).Put([]byte(table), v)
+	})
 }

@@ -94,3 +94,40 @@ func TestMemoryLimit(t *testing.T) {
 		t.Errorf("memory store keeps %d runs, newest %v, oldest %v", len(all), all[0].GetStartedAt(), all[len(all)-1].GetStartedAt())
 	}
 }
+
+func TestCheckpoints(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.LastCheckpoint("public.t"); ok || err != nil {
+		t.Fatalf("LastCheckpoint of an empty store = %v, %v; want none", ok, err)
+	}
+	cp := Checkpoint{Size: 42, Note: []byte("witnz/default/public.t\n42\nroot\n\n— w1 sig\n")}
+	cp.Root[0], cp.Root[31] = 1, 2
+	if err := s.SaveCheckpoint("public.t", cp); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// It survives a restart.
+	if s, err = Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, ok, err := s.LastCheckpoint("public.t")
+	if err != nil || !ok {
+		t.Fatalf("LastCheckpoint after reopening = %v, %v", ok, err)
+	}
+	if diff := cmp.Diff(cp, got); diff != "" {
+		t.Errorf("checkpoint (-want +got):\n%s", diff)
+	}
+
+	m := Memory()
+	if err := m.SaveCheckpoint("public.t", cp); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, _ := m.LastCheckpoint("public.t"); !ok || !cmp.Equal(cp, got) {
+		t.Errorf("memory LastCheckpoint = %+v, %v", got, ok)
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -248,6 +249,10 @@ func (c *Cluster) TableInfo(t testing.TB, i int, table string) *witnessv1.TableI
 	}
 	return nil
 }
+
+// WitnessDataDir is node id's --data-dir (its raft.db holds the whole
+// state within a test's time).
+func (c *Cluster) WitnessDataDir(id string) string { return filepath.Join(c.dir, id) }
 
 // StopWitness stops node id; StartWitness starts it again.
 func (c *Cluster) StopWitness(t testing.TB, id string) { c.procs[id].stop(t) }
@@ -491,4 +496,11 @@ func (s *AlertSink) Types() []string {
 		out = append(out, a.GetType())
 	}
 	return out
+}
+
+// Alerts returns the alerts received so far.
+func (s *AlertSink) Alerts() []*alertv1.Alert {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.all)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/witnz/witnz/libs/checkpoint"
 	"github.com/witnz/witnz/libs/commitment"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/libs/pgcopy"
@@ -71,7 +72,13 @@ type Options struct {
 	// Workers hash rows in parallel during the full scan (default
 	// GOMAXPROCS).
 	Workers int
-	Log     *slog.Logger
+	// Policy is the checkpoint policy (--policy); nil skips the
+	// checkpoint checks (a warning says so on every run).
+	Policy *checkpoint.Policy
+	// Checkpoints keeps the last checkpoint accepted per table (default:
+	// in memory).
+	Checkpoints CheckpointStore
+	Log         *slog.Logger
 }
 
 // Verifier verifies tables of one database against one witness cluster.
@@ -99,6 +106,9 @@ func New(pool *pgxpool.Pool, hc *http.Client, urls []string, opts Options) *Veri
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	if opts.Checkpoints == nil {
+		opts.Checkpoints = &memCheckpoints{m: map[string]SeenCheckpoint{}}
+	}
 	return &Verifier{pool: pool, witness: newCluster(hc, urls), opts: opts}
 }
 
@@ -121,10 +131,39 @@ type Result struct {
 	Truncated  bool
 	ConfirmLSN uint64
 	Warnings   []string
+	// Integrity lists the failed log integrity checks.
+	Integrity []IntegrityProblem
+
+	// lv is the leader's view the table was compared with.
+	lv *leaderView
 }
 
-// OK reports whether the table matched.
-func (r *Result) OK() bool { return len(r.Findings) == 0 }
+// OK reports whether the table matched and the log passed its integrity
+// checks.
+func (r *Result) OK() bool { return len(r.Findings) == 0 && len(r.Integrity) == 0 }
+
+// Verify verifies one table, "schema.table": the rows against the witness
+// log, then the log itself (integrity checks).
+func (v *Verifier) Verify(ctx context.Context, table string) (*Result, error) {
+	res, err := v.verifyRows(ctx, table)
+	if err != nil {
+		return nil, err
+	}
+	problems, warnings, err := v.integrity(ctx, table, res.lv)
+	if err != nil {
+		return nil, err
+	}
+	if v.opts.Policy == nil {
+		warnings = append(warnings, "no checkpoint policy (--policy): the cosigned checkpoints were not checked")
+	}
+	res.Integrity = problems
+	res.Warnings = append(res.Warnings, warnings...)
+	res.Duration = time.Since(res.Started)
+	for _, p := range problems {
+		v.opts.Log.Warn("log integrity check failed", "table", table, "witness", p.Witness, "url", p.URL, "kind", p.Kind.String(), "size", p.Size, "problem", p.Problem)
+	}
+	return res, nil
+}
 
 // Tables lists the tables the witness cluster holds a protected log for.
 func (v *Verifier) Tables(ctx context.Context) ([]string, error) {
@@ -141,8 +180,8 @@ func (v *Verifier) Tables(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// Verify verifies one table, "schema.table".
-func (v *Verifier) Verify(ctx context.Context, table string) (*Result, error) {
+// verifyRows compares the table's rows with the witness log.
+func (v *Verifier) verifyRows(ctx context.Context, table string) (*Result, error) {
 	schema, name, ok := strings.Cut(table, ".")
 	if !ok || schema == "" || name == "" {
 		return nil, fmt.Errorf("%w: %q (e.g. public.audit_log)", ErrTableName, table)
@@ -155,7 +194,7 @@ func (v *Verifier) Verify(ctx context.Context, table string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.SnapshotLSN, res.LogSize, res.Rows = first.lsn, first.size, first.rows
+	res.SnapshotLSN, res.LogSize, res.Rows, res.lv = first.lsn, first.size, first.rows, first.lv
 	res.DifferingBuckets = first.differing
 	if len(first.findings) == 0 {
 		res.Duration = time.Since(res.Started)

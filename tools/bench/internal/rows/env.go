@@ -43,6 +43,8 @@ type Durations struct {
 	// B11: at each batch size, the run with many callers and the run with
 	// one caller on each cluster, and the start of each left out.
 	B11Load, B11Latency, B11Warmup time.Duration
+	// B4: the rows of the verified table.
+	B4Rows int
 	// CatchUp bounds every wait for the witnesses to catch up.
 	CatchUp time.Duration
 }
@@ -55,6 +57,7 @@ var Quick = Durations{
 	B6Benchtime: "100ms", B6Count: 2,
 	B9Load: 6 * time.Second, B3Updates: 30,
 	B11Load: 2 * time.Second, B11Latency: 1500 * time.Millisecond, B11Warmup: 500 * time.Millisecond,
+	B4Rows:  1_000_000,
 	CatchUp: 90 * time.Second,
 }
 
@@ -66,6 +69,7 @@ var Full = Durations{
 	B6Benchtime: "1s", B6Count: 3,
 	B9Load: 30 * time.Second, B3Updates: 300,
 	B11Load: 10 * time.Second, B11Latency: 6 * time.Second, B11Warmup: time.Second,
+	B4Rows:  10_000_000,
 	CatchUp: 5 * time.Minute,
 }
 
