@@ -72,6 +72,7 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		Tuning:     node.Tuning(cfg.Raft),
 		FSMOptions: cs.fsmOptions(),
 		Membership: node.MembershipConfig{MinVoters: cfg.Membership.MinVoters},
+		Rotation:   rotationConfig(cfg.Membership),
 	})
 	if err != nil {
 		raftLn.Close()
@@ -129,4 +130,13 @@ func (a *App) Run(ctx context.Context) error {
 		closeErr = fmt.Errorf("stop raft: %w", closeErr)
 	}
 	return errors.Join(serveErr, closeErr, a.cosign.close())
+}
+
+// rotationConfig is the rotation pool and schedule of the flags.
+func rotationConfig(m config.Membership) node.RotationConfig {
+	rc := node.RotationConfig{ActiveCount: m.ActiveCount, Every: m.RotateEvery}
+	for _, p := range m.Pool {
+		rc.Pool = append(rc.Pool, node.Peer{ID: p.ID, RaftAddr: p.RaftAddr, APIAddr: p.APIAddr})
+	}
+	return rc
 }

@@ -42,6 +42,7 @@ type cosigning struct {
 	policyDigest [sha256.Size]byte
 	logSigner    note.Signer
 	witnessLogs  []cosign.WitnessLog
+	external     []cosign.ExternalWitness
 
 	store  *cosign.Store
 	alerts *cosign.Alerter
@@ -97,6 +98,25 @@ func loadCosign(cfg config.Config, log *slog.Logger) (*cosigning, error) {
 			}
 		}
 		c.logSigner = s
+	}
+	ext, err := cc.ExternalWitnesses()
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range ext {
+		vkey := w.VerifierKey
+		if w.KeyFile != "" {
+			b, err := os.ReadFile(w.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("--external-witness-key %s: %v", w.Name, err)
+			}
+			vkey = strings.TrimSpace(string(b))
+		}
+		v, err := checkpoint.NewCosignatureVerifier(vkey)
+		if err != nil {
+			return nil, fmt.Errorf("--external-witness %s: its verifier key: %v (want a cosignature/v1 key as `witnz witness keygen` writes)", w.Name, err)
+		}
+		c.external = append(c.external, cosign.ExternalWitness{Name: w.Name, URL: w.URL, Verifier: v})
 	}
 	if len(cc.WitnessLogFiles) > 0 {
 		logs, err := cosign.LoadWitnessLogs(cc.WitnessLogFiles)
@@ -165,8 +185,12 @@ func (c *cosigning) start(n *node.Node, tlsCfg *mtls.Config, srv *rpcserver.Serv
 	if testHookReplica != nil {
 		replica = testHookReplica(c.nodeID, replica)
 	}
+	var history cosign.HistoryVerifier
+	if c.policy != nil {
+		history = c.policy
+	}
 	c.signer = cosign.NewSigner(cosign.SignerConfig{
-		NodeID: c.nodeID, Cluster: c.cfg.Cluster, Key: c.key, PolicyDigest: c.policyDigest,
+		NodeID: c.nodeID, Cluster: c.cfg.Cluster, Key: c.key, PolicyDigest: c.policyDigest, Policy: history,
 		Replica: replica, Store: c.store, Alerts: c.alerts, Log: c.log,
 	})
 	path, h := witnessv1connect.NewCosignServiceHandler(c.signer, srv.HandlerOptions()...)
@@ -178,7 +202,8 @@ func (c *cosigning) start(n *node.Node, tlsCfg *mtls.Config, srv *rpcserver.Serv
 			NodeID: c.nodeID, Cluster: c.cfg.Cluster, Interval: c.cfg.Interval,
 			Policy: c.policy, PolicyDigest: c.policyDigest, LogSigner: c.logSigner,
 			Node: n, FSM: n.FSM(), Alerts: c.alerts, Log: c.log,
-			Client: func(m node.Member) witnessv1connect.CosignServiceClient {
+			External: c.external, HTTP: httpClient,
+			Client: func(m node.Member) cosign.CosignClient {
 				if m.APIAddr == "" {
 					return nil
 				}

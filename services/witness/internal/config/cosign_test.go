@@ -60,3 +60,53 @@ func TestParseCosignErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestExternalWitnesses(t *testing.T) {
+	keys := []string{"--cosign-key=k", "--policy=p", "--log-key=l"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []ExternalWitness
+		err  string
+	}{
+		{name: "none", args: keys},
+		{
+			name: "inline key and key file",
+			args: append(keys, "--external-witness=a=https://a.example/w,a+01020304+AQ", "--external-witness=b=https://b.example:8443", "--external-witness-key=b=/etc/witnz/b.vkey"),
+			want: []ExternalWitness{{Name: "a", URL: "https://a.example/w", VerifierKey: "a+01020304+AQ"}, {Name: "b", URL: "https://b.example:8443", KeyFile: "/etc/witnz/b.vkey"}},
+		},
+		{
+			name: "env",
+			args: keys,
+			env:  map[string]string{"WITNZ_EXTERNAL_WITNESSES": "a=https://a.example,k1; b=https://b.example,k2"},
+			want: []ExternalWitness{{Name: "a", URL: "https://a.example", VerifierKey: "k1"}, {Name: "b", URL: "https://b.example", VerifierKey: "k2"}},
+		},
+		{name: "needs the log key", args: []string{"--cosign-key=k", "--policy=p", "--external-witness=a=https://a.example,k"}, err: "--external-witness a needs --cosign-key and --log-key"},
+		{name: "no key", args: append(keys, "--external-witness=a=https://a.example"), err: "--external-witness a has no verifier key"},
+		{name: "http", args: append(keys, "--external-witness=a=http://a.example,k"), err: `"http://a.example" is not an https:// URL`},
+		{name: "no name", args: append(keys, "--external-witness=https://a.example"), err: "want NAME=URL[,VKEY]"},
+		{name: "twice", args: append(keys, "--external-witness=a=https://a.example,k", "--external-witness=a=https://b.example,k"), err: "listed twice"},
+		{name: "key for unknown", args: append(keys, "--external-witness-key=z=/f"), err: "no --external-witness named z"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse(base(tc.args...), env(tc.env))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.Cosign.ExternalWitnesses()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Fatalf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -15,7 +16,6 @@ import (
 
 	"github.com/witnz/witnz/libs/checkpoint"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
-	"github.com/witnz/witnz/libs/gen/witnz/witness/v1/witnessv1connect"
 	"github.com/witnz/witnz/services/witness/internal/fsm"
 	"github.com/witnz/witnz/services/witness/internal/node"
 )
@@ -43,11 +43,21 @@ type CoordinatorConfig struct {
 	FSM       *fsm.FSM
 	// Client returns the cosigning client of a member, nil when its API
 	// address is unknown.
-	Client  func(m node.Member) witnessv1connect.CosignServiceClient
+	Client  func(m node.Member) CosignClient
 	Alerts  *Alerter
 	Log     *slog.Logger
 	Now     func() time.Time
 	Timeout time.Duration
+	// External witnesses are asked to cosign once the voters' majority
+	// cosigned (external.go); they need LogSigner. HTTP reaches them.
+	External []ExternalWitness
+	HTTP     *http.Client
+}
+
+// CosignClient asks one node for its cosignature;
+// witnessv1connect.CosignServiceClient implements it.
+type CosignClient interface {
+	Cosign(context.Context, *connect.Request[witnessv1.CosignRequest]) (*connect.Response[witnessv1.CosignResponse], error)
 }
 
 // Coordinator runs the leader's side of cosigning: every interval, while
@@ -55,6 +65,7 @@ type CoordinatorConfig struct {
 // cosigned by the voters and stores it once the policy is met.
 type Coordinator struct {
 	cfg CoordinatorConfig
+	ext externalSizes
 }
 
 // NewCoordinator returns a coordinator; Run drives it.
@@ -96,6 +107,10 @@ type TableResult struct {
 	// Unanswered are the nodes that gave no answer (down, lagging, not
 	// cosigners): logged, not recorded.
 	Unanswered map[string]error
+	// External are the external witnesses whose cosignature verified;
+	// ExternalErrors say why the others gave none.
+	External       []string
+	ExternalErrors map[string]error
 	// Stored is set when the checkpoint was stored.
 	Stored bool
 	// Err says why it was not stored.
@@ -227,6 +242,9 @@ func (c *Coordinator) checkpointTable(ctx context.Context, table string, voters 
 			return res
 		}
 		sigs = append([]note.Signature{logSig}, sigs...)
+		if len(c.cfg.External) > 0 {
+			sigs = c.addExternal(rctx, &res, cp, sigs, len(voters), v.ConsistencyProof)
+		}
 	}
 	if len(sigs) == 0 {
 		res.Err = fmt.Errorf("checkpoint of %s at size %d not stored: no node cosigned it", table, cp.Size)
@@ -263,6 +281,40 @@ func (c *Coordinator) checkpointTable(ctx context.Context, table string, voters 
 	}
 	c.cfg.Log.Info("stored a cosigned checkpoint", "table", table, "size", cp.Size, "cosigners", strings.Join(res.Cosigners, ","))
 	return res
+}
+
+// addExternal asks the external witnesses to cosign, once a majority of
+// the voters did, and returns sigs with their cosignatures.
+func (c *Coordinator) addExternal(ctx context.Context, res *TableResult, cp checkpoint.Checkpoint, sigs []note.Signature, voters int, proof proofFunc) []note.Signature {
+	if need := voters/2 + 1; len(res.Cosigners) < need {
+		c.cfg.Log.Warn("external witnesses not asked: fewer than a majority of the voters cosigned", "table", res.Table, "size", cp.Size, "cosigners", len(res.Cosigners), "need", need)
+		return sigs
+	}
+	signed, err := checkpoint.Assemble(cp, sigs...)
+	if err != nil {
+		res.Err = err
+		return sigs
+	}
+	out := make([]note.Signature, len(c.cfg.External))
+	errs := make([]error, len(c.cfg.External))
+	var wg sync.WaitGroup
+	for i, w := range c.cfg.External {
+		wg.Go(func() { out[i], errs[i] = c.askExternal(ctx, w, cp, signed, proof) })
+	}
+	wg.Wait()
+	for i, w := range c.cfg.External {
+		if errs[i] != nil {
+			if res.ExternalErrors == nil {
+				res.ExternalErrors = map[string]error{}
+			}
+			res.ExternalErrors[w.Name] = errs[i]
+			c.cfg.Log.Warn("an external witness did not cosign the checkpoint", "table", res.Table, "size", cp.Size, "witness", w.Name, "error", errs[i])
+			continue
+		}
+		sigs = append(sigs, out[i])
+		res.External = append(res.External, w.Name)
+	}
+	return sigs
 }
 
 // checkCosignature parses and verifies a cosignature line against the

@@ -17,7 +17,6 @@ import (
 	"github.com/witnz/witnz/libs/checkpoint"
 	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
-	"github.com/witnz/witnz/libs/gen/witnz/witness/v1/witnessv1connect"
 	"github.com/witnz/witnz/services/witness/internal/fsm"
 	"github.com/witnz/witnz/services/witness/internal/node"
 )
@@ -61,7 +60,7 @@ func (f clientFunc) Cosign(ctx context.Context, req *connect.Request[witnessv1.C
 }
 
 // honest answers like a node whose Signer decides.
-func honest(s *Signer, id string) witnessv1connect.CosignServiceClient {
+func honest(s *Signer, id string) CosignClient {
 	return clientFunc(func(ctx context.Context, m *witnessv1.CosignRequest) (*witnessv1.CosignResponse, error) {
 		p := Proposal{Table: m.GetTable(), Size: m.GetSize(), Root: [32]byte(m.GetRoot()), AppliedIndex: m.GetAppliedIndex(), PolicyDigest: m.GetPolicySha256(), Proposer: "w1"}
 		sig, err := s.Sign(ctx, p)
@@ -80,7 +79,7 @@ func honest(s *Signer, id string) witnessv1connect.CosignServiceClient {
 }
 
 // forging answers with its honest cosignature, one bit flipped.
-func forging(s *Signer, id string) witnessv1connect.CosignServiceClient {
+func forging(s *Signer, id string) CosignClient {
 	h := honest(s, id)
 	return clientFunc(func(ctx context.Context, m *witnessv1.CosignRequest) (*witnessv1.CosignResponse, error) {
 		resp, err := h.Cosign(ctx, connect.NewRequest(m))
@@ -122,7 +121,7 @@ type testCluster struct {
 	policy  *checkpoint.Policy
 	leader  *leaderNode
 	signers map[string]*Signer
-	clients map[string]witnessv1connect.CosignServiceClient
+	clients map[string]CosignClient
 	coord   *Coordinator
 	alerts  *alertSink
 }
@@ -132,7 +131,7 @@ type testCluster struct {
 func newTestCluster(t *testing.T) *testCluster {
 	t.Helper()
 	r := newReplica(t)
-	tc := &testCluster{leader: &leaderNode{r: r, leading: true}, signers: map[string]*Signer{}, clients: map[string]witnessv1connect.CosignServiceClient{}, alerts: &alertSink{}}
+	tc := &testCluster{leader: &leaderNode{r: r, leading: true}, signers: map[string]*Signer{}, clients: map[string]CosignClient{}, alerts: &alertSink{}}
 	var policy strings.Builder
 	for _, id := range []string{"w1", "w2", "w3"} {
 		key := mustKey(t, "witnz.test/"+id)
@@ -157,7 +156,7 @@ func newTestCluster(t *testing.T) *testCluster {
 		NodeID: "w1", Cluster: cluster, Interval: time.Hour, Policy: p, PolicyDigest: digest,
 		Node: tc.leader, FSM: r.f, Alerts: alerter, Log: quiet,
 		Now:    func() time.Time { return time.Unix(1_800_000_100, 0) },
-		Client: func(m node.Member) witnessv1connect.CosignServiceClient { return tc.clients[m.ID] },
+		Client: func(m node.Member) CosignClient { return tc.clients[m.ID] },
 	})
 	return tc
 }

@@ -77,6 +77,9 @@ type Replica interface {
 	// ConsistencyProof proves the table's tree of size to extends the
 	// tree of size from.
 	ConsistencyProof(table string, from, to uint64) ([][]byte, error)
+	// StoredCheckpoint returns the note of the table's latest checkpoint
+	// stored in the replicated state; false when there is none.
+	StoredCheckpoint(table string) ([]byte, bool)
 }
 
 // FSMReplica reads a node's own state machine.
@@ -93,6 +96,14 @@ func (r fsmReplica) RootAt(table string, size uint64) ([tlog.HashSize]byte, uint
 	}
 	root, err := v.RootAt(size)
 	return root, v.Info.Size, err
+}
+
+func (r fsmReplica) StoredCheckpoint(table string) ([]byte, bool) {
+	cp, ok := r.f.Checkpoint(table)
+	if !ok {
+		return nil, false
+	}
+	return cp.Note, true
 }
 
 func (r fsmReplica) ConsistencyProof(table string, from, to uint64) ([][]byte, error) {
@@ -115,8 +126,11 @@ type SignerConfig struct {
 	// ErrNotCosigner.
 	Key          *checkpoint.Cosigner
 	PolicyDigest [sha256.Size]byte
-	Replica      Replica
-	Store        *Store
+	// Policy verifies the stored checkpoints a node checks before its
+	// first cosignature of a table (history.go).
+	Policy  HistoryVerifier
+	Replica Replica
+	Store   *Store
 	// Alerts, if set, receives an alert for every refusal.
 	Alerts      *Alerter
 	Log         *slog.Logger
@@ -127,7 +141,8 @@ type SignerConfig struct {
 // Signer is a node's self-checking cosigner. It implements
 // witnessv1connect.CosignServiceHandler.
 type Signer struct {
-	cfg SignerConfig
+	cfg     SignerConfig
+	history historyState
 }
 
 var _ witnessv1connect.CosignServiceHandler = (*Signer)(nil)
@@ -200,8 +215,9 @@ func (s *Signer) Sign(ctx context.Context, p Proposal) (note.Signature, error) {
 	next := Cosigned{Size: p.Size, Root: p.Root, At: now}
 	err = s.cfg.Store.Advance(BucketTables, origin, next, func(last Cosigned, ok bool) error {
 		if !ok {
-			return nil
+			return s.verifyHistory(p, origin)
 		}
+		s.noteNotNeeded(p.Table)
 		return s.checkExtends(p, last)
 	})
 	if err != nil {

@@ -50,6 +50,11 @@ type membership struct {
 	total  uint64
 	// addrs holds the addresses recorded per node id.
 	addrs map[string]*witnessv1.NodeAddress
+	// since holds, per voter promoted by a membership change, when it
+	// became a voter; bootstrap voters have no entry.
+	since map[string]*witnessv1.VoterSince
+	// pool holds the nodes rotated out, standby for a later rotation.
+	pool map[string]*witnessv1.NodeAddress
 }
 
 // ValidateMembership checks a membership record; Apply re-checks it.
@@ -133,10 +138,55 @@ func (f *FSM) applyMembership(index uint64, at int64, c *witnessv1.MembershipCom
 		if _, ok := m.addrs[id]; ok || len(m.addrs) < MaxMembers {
 			m.addrs[id] = &witnessv1.NodeAddress{Id: id, RaftAddress: c.GetRaftAddress(), ApiAddress: c.GetApiAddress()}
 		}
+	case op == witnessv1.MembershipOp_MEMBERSHIP_OP_ADD_NONVOTER && phase == witnessv1.MembershipPhase_MEMBERSHIP_PHASE_DONE:
+		delete(m.pool, id)
+	case op == witnessv1.MembershipOp_MEMBERSHIP_OP_PROMOTE && phase == witnessv1.MembershipPhase_MEMBERSHIP_PHASE_DONE:
+		delete(m.pool, id)
+		if m.since == nil {
+			m.since = map[string]*witnessv1.VoterSince{}
+		}
+		if _, ok := m.since[id]; ok || len(m.since) < MaxMembers {
+			m.since[id] = &witnessv1.VoterSince{Id: id, SinceMicros: at, RaftIndex: index}
+		}
 	case op == witnessv1.MembershipOp_MEMBERSHIP_OP_REMOVE && phase == witnessv1.MembershipPhase_MEMBERSHIP_PHASE_DONE:
 		delete(m.addrs, id)
+		delete(m.since, id)
+		if c.GetToPool() {
+			if m.pool == nil {
+				m.pool = map[string]*witnessv1.NodeAddress{}
+			}
+			if _, ok := m.pool[id]; ok || len(m.pool) < MaxMembers {
+				m.pool[id] = &witnessv1.NodeAddress{Id: id, RaftAddress: c.GetRaftAddress(), ApiAddress: c.GetApiAddress()}
+			}
+		}
 	}
 	return &Result{}
+}
+
+// VoterSince returns when each voter promoted by a recorded membership
+// change became a voter, by id (microseconds since the Unix epoch).
+// Voters of the bootstrap configuration are absent: they serve longest.
+func (f *FSM) VoterSince() map[string]int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make(map[string]int64, len(f.st.membership.since))
+	for id, s := range f.st.membership.since {
+		out[id] = s.GetSinceMicros()
+	}
+	return out
+}
+
+// RotationPool returns the nodes rotated out of the cluster, standby for a
+// later rotation, by id.
+func (f *FSM) RotationPool() []*witnessv1.NodeAddress {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*witnessv1.NodeAddress, 0, len(f.st.membership.pool))
+	for _, a := range f.st.membership.pool {
+		out = append(out, proto.Clone(a).(*witnessv1.NodeAddress))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Id < out[j].Id })
+	return out
 }
 
 // MemberAddress returns the addresses the replicated state records for a
@@ -175,6 +225,14 @@ func (m *membership) marshal() ([]byte, error) {
 		st.Addresses = append(st.Addresses, a)
 	}
 	sort.Slice(st.Addresses, func(i, j int) bool { return st.Addresses[i].Id < st.Addresses[j].Id })
+	for _, s := range m.since {
+		st.VotersSince = append(st.VotersSince, s)
+	}
+	sort.Slice(st.VotersSince, func(i, j int) bool { return st.VotersSince[i].Id < st.VotersSince[j].Id })
+	for _, a := range m.pool {
+		st.Pool = append(st.Pool, a)
+	}
+	sort.Slice(st.Pool, func(i, j int) bool { return st.Pool[i].Id < st.Pool[j].Id })
 	return proto.MarshalOptions{Deterministic: true}.Marshal(st)
 }
 
@@ -188,8 +246,8 @@ func unmarshalMembership(b []byte) (membership, error) {
 	if len(st.Events) > KeepMembershipEvents || uint64(len(st.Events)) > st.Total {
 		return membership{}, fmt.Errorf("%w: membership state keeps %d records of %d", ErrBadSnapshot, len(st.Events), st.Total)
 	}
-	if len(st.Addresses) > MaxMembers {
-		return membership{}, fmt.Errorf("%w: membership state has %d addresses", ErrBadSnapshot, len(st.Addresses))
+	if len(st.Addresses) > MaxMembers || len(st.VotersSince) > MaxMembers || len(st.Pool) > MaxMembers {
+		return membership{}, fmt.Errorf("%w: membership state has %d addresses, %d voter times and %d pool nodes (at most %d each)", ErrBadSnapshot, len(st.Addresses), len(st.VotersSince), len(st.Pool), MaxMembers)
 	}
 	m := membership{events: st.Events, total: st.Total, addrs: map[string]*witnessv1.NodeAddress{}}
 	var prev uint64
@@ -210,6 +268,30 @@ func unmarshalMembership(b []byte) (membership, error) {
 			return membership{}, fmt.Errorf("%w: membership state lists %s twice", ErrBadSnapshot, a.Id)
 		}
 		m.addrs[a.Id] = a
+	}
+	for _, s := range st.VotersSince {
+		if !ValidNodeID(s.GetId()) {
+			return membership{}, fmt.Errorf("%w: voter time for an invalid id %q", ErrBadSnapshot, s.GetId())
+		}
+		if m.since == nil {
+			m.since = map[string]*witnessv1.VoterSince{}
+		}
+		if _, dup := m.since[s.Id]; dup {
+			return membership{}, fmt.Errorf("%w: membership state times voter %s twice", ErrBadSnapshot, s.Id)
+		}
+		m.since[s.Id] = s
+	}
+	for _, a := range st.Pool {
+		if err := validateAddress(a); err != nil {
+			return membership{}, fmt.Errorf("%w: pool: %v", ErrBadSnapshot, err)
+		}
+		if m.pool == nil {
+			m.pool = map[string]*witnessv1.NodeAddress{}
+		}
+		if _, dup := m.pool[a.Id]; dup {
+			return membership{}, fmt.Errorf("%w: membership state pools %s twice", ErrBadSnapshot, a.Id)
+		}
+		m.pool[a.Id] = a
 	}
 	return m, nil
 }

@@ -211,3 +211,60 @@ func TestMembershipSnapshotGolden(t *testing.T) {
 		t.Fatalf("w1's address after restore: %q, %v", api, ok)
 	}
 }
+
+// TestVoterSinceAndPool follows a rotation: the promoted node is timed by
+// its promotion record, the node rotated out goes to the pool, and both
+// survive a snapshot.
+func TestVoterSinceAndPool(t *testing.T) {
+	h := newHarness(t)
+	phase := func(c *witnessv1.MembershipCommand, p witnessv1.MembershipPhase) *witnessv1.MembershipCommand {
+		c.Phase = p
+		return c
+	}
+	started, done := witnessv1.MembershipPhase_MEMBERSHIP_PHASE_STARTED, witnessv1.MembershipPhase_MEMBERSHIP_PHASE_DONE
+	promote := func() *witnessv1.MembershipCommand {
+		return &witnessv1.MembershipCommand{Op: witnessv1.MembershipOp_MEMBERSHIP_OP_PROMOTE, NodeId: "w4", RaftAddress: "10.0.0.4:7011", ApiAddress: "https://10.0.0.4:7010", By: operator}
+	}
+	remove := func() *witnessv1.MembershipCommand {
+		return &witnessv1.MembershipCommand{Op: witnessv1.MembershipOp_MEMBERSHIP_OP_REMOVE, NodeId: "w1", RaftAddress: "10.0.0.1:7011", ApiAddress: "https://10.0.0.1:7010", By: operator, ToPool: true}
+	}
+	mustOK(t, h.member(addRecord(started, "w4", "10.0.0.4:7011", "https://10.0.0.4:7010")))
+	mustOK(t, h.member(addRecord(done, "w4", "10.0.0.4:7011", "https://10.0.0.4:7010")))
+	mustOK(t, h.member(phase(promote(), started)))
+	if got := h.f.VoterSince(); len(got) != 0 {
+		t.Fatalf("VoterSince before the promotion committed: %v", got)
+	}
+	mustOK(t, h.member(phase(promote(), done)))
+	mustOK(t, h.member(phase(remove(), started)))
+	if got := h.f.RotationPool(); len(got) != 0 {
+		t.Fatalf("pool before the removal committed: %v", got)
+	}
+	mustOK(t, h.member(phase(remove(), done)))
+
+	wantSince := map[string]int64{"w4": 1_700_000_000_000_003}
+	wantPool := []*witnessv1.NodeAddress{{Id: "w1", RaftAddress: "10.0.0.1:7011", ApiAddress: "https://10.0.0.1:7010"}}
+	check := func(f *FSM, when string) {
+		t.Helper()
+		if diff := cmp.Diff(wantSince, f.VoterSince()); diff != "" {
+			t.Fatalf("VoterSince %s (-want +got):\n%s", when, diff)
+		}
+		if diff := cmp.Diff(wantPool, f.RotationPool(), protocmp.Transform()); diff != "" {
+			t.Fatalf("RotationPool %s (-want +got):\n%s", when, diff)
+		}
+	}
+	check(h.f, "after the rotation")
+	restored := New()
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(persist(t, h.f)))); err != nil {
+		t.Fatal(err)
+	}
+	check(restored, "after a snapshot")
+
+	// w1 joins again: it leaves the pool; w4 removed without to_pool
+	// loses its time and does not join the pool.
+	mustOK(t, h.member(addRecord(done, "w1", "10.0.0.1:7011", "https://10.0.0.1:7010")))
+	rm4 := &witnessv1.MembershipCommand{Op: witnessv1.MembershipOp_MEMBERSHIP_OP_REMOVE, Phase: done, NodeId: "w4", By: operator}
+	mustOK(t, h.member(rm4))
+	if got, pool := h.f.VoterSince(), h.f.RotationPool(); len(got) != 0 || len(pool) != 0 {
+		t.Fatalf("after w1 rejoined and w4 left: VoterSince %v, pool %v", got, pool)
+	}
+}

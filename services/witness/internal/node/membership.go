@@ -96,6 +96,8 @@ type membership struct {
 	observer *raft.Observer
 	stop     chan struct{}
 	done     chan struct{}
+	// scheduleDone is closed when the rotation schedule stopped.
+	scheduleDone chan struct{}
 }
 
 func newMembership(n *Node, cfg Config) *membership {
@@ -119,6 +121,12 @@ func newMembership(n *Node, cfg Config) *membership {
 	})
 	n.raft.RegisterObserver(m.observer)
 	go m.watch(ch)
+	m.scheduleDone = make(chan struct{})
+	if every := cfg.Rotation.Every; every > 0 {
+		go m.runSchedule(every)
+	} else {
+		close(m.scheduleDone)
+	}
 	return m
 }
 
@@ -154,6 +162,7 @@ func (m *membership) close() {
 	m.n.raft.DeregisterObserver(m.observer)
 	close(m.stop)
 	<-m.done
+	<-m.scheduleDone
 }
 
 // isFailing reports whether the leader's heartbeats to id fail.
@@ -531,7 +540,7 @@ func (m *membership) change(ctx context.Context, o *operation, c *witnessv1.Memb
 }
 
 func cloneCommand(c *witnessv1.MembershipCommand) *witnessv1.MembershipCommand {
-	return &witnessv1.MembershipCommand{Op: c.Op, NodeId: c.NodeId, RaftAddress: c.RaftAddress, ApiAddress: c.ApiAddress, ReplacementId: c.ReplacementId}
+	return &witnessv1.MembershipCommand{Op: c.Op, NodeId: c.NodeId, RaftAddress: c.RaftAddress, ApiAddress: c.ApiAddress, ReplacementId: c.ReplacementId, ToPool: c.ToPool}
 }
 
 func opVerb(op witnessv1.MembershipOp) string {
@@ -875,7 +884,20 @@ func (m *membership) transfer(ctx context.Context, o *operation, to string) (Tra
 // resumes: a node already added is not added again, a voter not promoted
 // again. If out leads, it hands leadership over first and returns an error
 // wrapping NotLeaderError that names the new leader.
+//
+// With out and in.ID both empty it picks as the rotation schedule does:
+// the longest-serving voter goes out, a reachable standby node of the pool
+// comes in. The node removed goes back to the pool.
 func (n *Node) Rotate(ctx context.Context, by, out string, in Peer) (Change, error) {
+	switch {
+	case out == "" && in.ID == "" && in.RaftAddr == "" && in.APIAddr == "":
+		var err error
+		if out, in, err = n.pickRotation(ctx); err != nil {
+			return Change{}, err
+		}
+	case out == "" || in.ID == "":
+		return Change{}, fmt.Errorf("%w: name both the voter to replace and the node that replaces it, or neither to let the leader pick from the rotation pool", ErrInvalidMember)
+	}
 	if !fsm.ValidNodeID(out) {
 		return Change{}, fmt.Errorf("%w: id %q must be 1-63 letters, digits, '.', '_' or '-'", ErrInvalidMember, out)
 	}
@@ -975,10 +997,10 @@ func (m *membership) rotate(ctx context.Context, o *operation, out string, in Pe
 		return ch, err
 	}
 	s, _ := server(cfg, out)
-	c := &witnessv1.MembershipCommand{Op: witnessv1.MembershipOp_MEMBERSHIP_OP_REMOVE, NodeId: out, RaftAddress: string(s.Address), ApiAddress: m.n.APIAddr(out)}
+	c := &witnessv1.MembershipCommand{Op: witnessv1.MembershipOp_MEMBERSHIP_OP_REMOVE, NodeId: out, RaftAddress: string(s.Address), ApiAddress: m.n.APIAddr(out), ToPool: true}
 	if err := m.change(ctx, o, c, index); err != nil {
 		return ch, err
 	}
-	o.step("removed %s", out)
+	o.step("removed %s (back to the rotation pool)", out)
 	return ch, nil
 }

@@ -89,6 +89,8 @@ type Config struct {
 	FSMOptions []fsm.Option
 	// Membership tunes membership changes (membership.go).
 	Membership MembershipConfig
+	// Rotation configures the rotation pool and schedule (rotation.go).
+	Rotation RotationConfig
 }
 
 // Node is a running witness node.
@@ -101,6 +103,7 @@ type Node struct {
 	peers     map[string]Peer
 	log       *slog.Logger
 	mem       *membership
+	rot       *rotation
 }
 
 func or[T comparable](v, def T) T {
@@ -134,7 +137,7 @@ func Open(cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("open Raft store in --data-dir %s: %w", cfg.DataDir, err)
 	}
-	n := &Node{id: cfg.ID, fsm: fsm.New(cfg.FSMOptions...), store: store, peers: map[string]Peer{}, log: log}
+	n := &Node{id: cfg.ID, fsm: fsm.New(cfg.FSMOptions...), store: store, peers: map[string]Peer{}, log: log, rot: &rotation{cfg: cfg.Rotation}}
 	for _, p := range cfg.Peers {
 		n.peers[p.ID] = p
 	}

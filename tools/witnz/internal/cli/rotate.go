@@ -28,7 +28,7 @@ var witnessSubcommands = []struct {
 	run            func(context.Context, *invocation) error
 }{
 	{"members", "[--json] [--history N]", runWitnessMembers},
-	{"rotate", "--out ID --in ID=RAFT_ADDR,API_ADDR [--json]", runWitnessRotate},
+	{"rotate", "[--out ID --in ID=RAFT_ADDR,API_ADDR] [--json]", runWitnessRotate},
 	{"add", "--node ID=RAFT_ADDR,API_ADDR [--nonvoter] [--json]", runWitnessAdd},
 	{"remove", "--node ID [--json]", runWitnessRemove},
 	{"transfer-leadership", "[--to ID] [--json]", runWitnessTransfer},
@@ -256,22 +256,25 @@ func printMembers(w io.Writer, ms []MemberInfo, heartbeats bool, unreachable []s
 }
 
 func runWitnessRotate(ctx context.Context, c *invocation) error {
-	fs := c.flagSet("witness rotate", "--out ID --in ID=RAFT_ADDR,API_ADDR [--json]")
+	fs := c.flagSet("witness rotate", "[--out ID --in ID=RAFT_ADDR,API_ADDR] [--json]")
 	f := addWitnessFlags(fs, 10*time.Minute)
-	out := fs.String("out", "", "id of the voter to replace, e.g. w1")
-	in := fs.String("in", "", "the node that replaces it, as ID=RAFT_ADDR,API_ADDR (running, with its witness/<ID> certificate and no --bootstrap)")
+	out := fs.String("out", "", "id of the voter to replace, e.g. w1 (default: with --in also left out, the leader picks its longest-serving voter)")
+	in := fs.String("in", "", "the node that replaces it, as ID=RAFT_ADDR,API_ADDR (running, with its witness/<ID> certificate and no --bootstrap; default: with --out also left out, the leader picks a reachable standby node of its rotation pool)")
 	if err := parse(fs, c.args); err != nil {
 		return err
 	}
-	if *out == "" {
-		return errors.New("--out is required: the id of the voter to replace, e.g. --out w1")
+	if *out == "" && *in != "" {
+		return errors.New("--out is required with --in: the id of the voter to replace, e.g. --out w1 (or leave out both to let the leader pick from its rotation pool)")
 	}
-	if *in == "" {
-		return errors.New("--in is required: the replacing node as ID=RAFT_ADDR,API_ADDR, e.g. --in w4=10.0.0.4:7011,https://10.0.0.4:7010")
+	if *in == "" && *out != "" {
+		return errors.New("--in is required with --out: the replacing node as ID=RAFT_ADDR,API_ADDR, e.g. --in w4=10.0.0.4:7011,https://10.0.0.4:7010 (or leave out both to let the leader pick from its rotation pool)")
 	}
-	id, raftAddr, apiAddr, err := parseNode("--in", *in)
-	if err != nil {
-		return err
+	var id, raftAddr, apiAddr string
+	if *in != "" {
+		var err error
+		if id, raftAddr, apiAddr, err = parseNode("--in", *in); err != nil {
+			return err
+		}
 	}
 	m, err := f.connect(c.getenv)
 	if err != nil {
@@ -280,7 +283,11 @@ func runWitnessRotate(ctx context.Context, c *invocation) error {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	req := &witnessv1.RotateRequest{OutId: *out, InId: id, InRaftAddress: raftAddr, InApiAddress: apiAddr}
-	resp, err := unary(ctx, m, "rotate "+*out+" out, "+id+" in", req, witnessv1connect.MembershipServiceClient.Rotate)
+	what := "rotate " + *out + " out, " + id + " in"
+	if *out == "" {
+		what = "rotate the longest-serving voter out, a standby node of the pool in"
+	}
+	resp, err := unary(ctx, m, what, req, witnessv1connect.MembershipServiceClient.Rotate)
 	if err != nil {
 		return err
 	}

@@ -138,6 +138,18 @@ func TestWitnessMembershipCommands(t *testing.T) {
 		}
 	})
 
+	t.Run("rotate without a pair lets the leader pick from its pool", func(t *testing.T) {
+		if _, _, err := run(t, noEnv, append(append([]string{"witness", "rotate"}, witnesses...), tlsFlags...)...); err != nil {
+			t.Fatal(err)
+		}
+		leader.mu.Lock()
+		defer leader.mu.Unlock()
+		last := leader.rotates[len(leader.rotates)-1]
+		if last.OutId != "" || last.InId != "" || last.InRaftAddress != "" || last.InApiAddress != "" {
+			t.Fatalf("the leader got %v, want an empty request", last)
+		}
+	})
+
 	t.Run("rotate --json", func(t *testing.T) {
 		out, _, err := run(t, noEnv, append(append([]string{"witness", "rotate", "--json", "--out", "w1", "--in", "w4=127.0.0.1:7041,https://127.0.0.1:7040"}, witnesses...), tlsFlags...)...)
 		if err != nil {
@@ -219,7 +231,7 @@ func TestWitnessMembershipErrors(t *testing.T) {
 		t.Errorf("witnz witness members without witnesses: %v", err)
 	}
 	out, _, err := run(t, noEnv, "witness", "-h")
-	if err != nil || !strings.Contains(out, "witnz witness rotate --out ID --in ID=RAFT_ADDR,API_ADDR") {
+	if err != nil || !strings.Contains(out, "witnz witness rotate [--out ID --in ID=RAFT_ADDR,API_ADDR]") {
 		t.Errorf("witnz witness -h = %q, %v", out, err)
 	}
 }

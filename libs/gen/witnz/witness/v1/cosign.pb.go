@@ -21,6 +21,251 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// HistoryCheck is the outcome of a node's check of a table's stored
+// checkpoints before its first cosignature.
+type HistoryCheck int32
+
+const (
+	HistoryCheck_HISTORY_CHECK_UNSPECIFIED HistoryCheck = 0
+	// The node cosigned the table before (its cosign.db has a record): the
+	// check of what it cosigned since covers the history.
+	HistoryCheck_HISTORY_CHECK_NOT_NEEDED HistoryCheck = 1
+	// Every stored checkpoint verified.
+	HistoryCheck_HISTORY_CHECK_VERIFIED HistoryCheck = 2
+	// A stored checkpoint did not verify; the node refuses to cosign the
+	// table (COSIGN_REFUSAL_KIND_HISTORY_UNVERIFIED).
+	HistoryCheck_HISTORY_CHECK_FAILED HistoryCheck = 3
+)
+
+// Enum value maps for HistoryCheck.
+var (
+	HistoryCheck_name = map[int32]string{
+		0: "HISTORY_CHECK_UNSPECIFIED",
+		1: "HISTORY_CHECK_NOT_NEEDED",
+		2: "HISTORY_CHECK_VERIFIED",
+		3: "HISTORY_CHECK_FAILED",
+	}
+	HistoryCheck_value = map[string]int32{
+		"HISTORY_CHECK_UNSPECIFIED": 0,
+		"HISTORY_CHECK_NOT_NEEDED":  1,
+		"HISTORY_CHECK_VERIFIED":    2,
+		"HISTORY_CHECK_FAILED":      3,
+	}
+)
+
+func (x HistoryCheck) Enum() *HistoryCheck {
+	p := new(HistoryCheck)
+	*p = x
+	return p
+}
+
+func (x HistoryCheck) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HistoryCheck) Descriptor() protoreflect.EnumDescriptor {
+	return file_witnz_witness_v1_cosign_proto_enumTypes[0].Descriptor()
+}
+
+func (HistoryCheck) Type() protoreflect.EnumType {
+	return &file_witnz_witness_v1_cosign_proto_enumTypes[0]
+}
+
+func (x HistoryCheck) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HistoryCheck.Descriptor instead.
+func (HistoryCheck) EnumDescriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_cosign_proto_rawDescGZIP(), []int{0}
+}
+
+type GetCosignerStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCosignerStatusRequest) Reset() {
+	*x = GetCosignerStatusRequest{}
+	mi := &file_witnz_witness_v1_cosign_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCosignerStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCosignerStatusRequest) ProtoMessage() {}
+
+func (x *GetCosignerStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_cosign_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCosignerStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetCosignerStatusRequest) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_cosign_proto_rawDescGZIP(), []int{0}
+}
+
+type GetCosignerStatusResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The node's verifier key; empty when it has no cosigner key.
+	CosignerKey string `protobuf:"bytes,2,opt,name=cosigner_key,json=cosignerKey,proto3" json:"cosigner_key,omitempty"`
+	// Tables this node checked the history of or cosigned, by name.
+	Tables        []*CosignerTable `protobuf:"bytes,3,rep,name=tables,proto3" json:"tables,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCosignerStatusResponse) Reset() {
+	*x = GetCosignerStatusResponse{}
+	mi := &file_witnz_witness_v1_cosign_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCosignerStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCosignerStatusResponse) ProtoMessage() {}
+
+func (x *GetCosignerStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_cosign_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCosignerStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetCosignerStatusResponse) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_cosign_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetCosignerStatusResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *GetCosignerStatusResponse) GetCosignerKey() string {
+	if x != nil {
+		return x.CosignerKey
+	}
+	return ""
+}
+
+func (x *GetCosignerStatusResponse) GetTables() []*CosignerTable {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
+type CosignerTable struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Table   string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	History HistoryCheck           `protobuf:"varint,2,opt,name=history,proto3,enum=witnz.witness.v1.HistoryCheck" json:"history,omitempty"`
+	// What was checked, or why it failed.
+	Detail string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	// Size of the stored checkpoint the check covered (0: none was stored).
+	CheckedSize uint64 `protobuf:"varint,4,opt,name=checked_size,json=checkedSize,proto3" json:"checked_size,omitempty"`
+	// When it was checked, microseconds since the Unix epoch.
+	CheckedAtMicros int64 `protobuf:"varint,5,opt,name=checked_at_micros,json=checkedAtMicros,proto3" json:"checked_at_micros,omitempty"`
+	// The last checkpoint this node cosigned for the table (0: none).
+	LastCosignedSize uint64 `protobuf:"varint,6,opt,name=last_cosigned_size,json=lastCosignedSize,proto3" json:"last_cosigned_size,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *CosignerTable) Reset() {
+	*x = CosignerTable{}
+	mi := &file_witnz_witness_v1_cosign_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CosignerTable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CosignerTable) ProtoMessage() {}
+
+func (x *CosignerTable) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_cosign_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CosignerTable.ProtoReflect.Descriptor instead.
+func (*CosignerTable) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_cosign_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CosignerTable) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *CosignerTable) GetHistory() HistoryCheck {
+	if x != nil {
+		return x.History
+	}
+	return HistoryCheck_HISTORY_CHECK_UNSPECIFIED
+}
+
+func (x *CosignerTable) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *CosignerTable) GetCheckedSize() uint64 {
+	if x != nil {
+		return x.CheckedSize
+	}
+	return 0
+}
+
+func (x *CosignerTable) GetCheckedAtMicros() int64 {
+	if x != nil {
+		return x.CheckedAtMicros
+	}
+	return 0
+}
+
+func (x *CosignerTable) GetLastCosignedSize() uint64 {
+	if x != nil {
+		return x.LastCosignedSize
+	}
+	return 0
+}
+
 type CosignRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "schema.table"
@@ -40,7 +285,7 @@ type CosignRequest struct {
 
 func (x *CosignRequest) Reset() {
 	*x = CosignRequest{}
-	mi := &file_witnz_witness_v1_cosign_proto_msgTypes[0]
+	mi := &file_witnz_witness_v1_cosign_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +297,7 @@ func (x *CosignRequest) String() string {
 func (*CosignRequest) ProtoMessage() {}
 
 func (x *CosignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_cosign_proto_msgTypes[0]
+	mi := &file_witnz_witness_v1_cosign_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +310,7 @@ func (x *CosignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CosignRequest.ProtoReflect.Descriptor instead.
 func (*CosignRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_cosign_proto_rawDescGZIP(), []int{0}
+	return file_witnz_witness_v1_cosign_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CosignRequest) GetTable() string {
@@ -116,7 +361,7 @@ type CosignResponse struct {
 
 func (x *CosignResponse) Reset() {
 	*x = CosignResponse{}
-	mi := &file_witnz_witness_v1_cosign_proto_msgTypes[1]
+	mi := &file_witnz_witness_v1_cosign_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -128,7 +373,7 @@ func (x *CosignResponse) String() string {
 func (*CosignResponse) ProtoMessage() {}
 
 func (x *CosignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_cosign_proto_msgTypes[1]
+	mi := &file_witnz_witness_v1_cosign_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -141,7 +386,7 @@ func (x *CosignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CosignResponse.ProtoReflect.Descriptor instead.
 func (*CosignResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_cosign_proto_rawDescGZIP(), []int{1}
+	return file_witnz_witness_v1_cosign_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CosignResponse) GetNodeId() string {
@@ -169,7 +414,19 @@ var File_witnz_witness_v1_cosign_proto protoreflect.FileDescriptor
 
 const file_witnz_witness_v1_cosign_proto_rawDesc = "" +
 	"\n" +
-	"\x1dwitnz/witness/v1/cosign.proto\x12\x10witnz.witness.v1\"\x97\x01\n" +
+	"\x1dwitnz/witness/v1/cosign.proto\x12\x10witnz.witness.v1\"\x1a\n" +
+	"\x18GetCosignerStatusRequest\"\x90\x01\n" +
+	"\x19GetCosignerStatusResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
+	"\fcosigner_key\x18\x02 \x01(\tR\vcosignerKey\x127\n" +
+	"\x06tables\x18\x03 \x03(\v2\x1f.witnz.witness.v1.CosignerTableR\x06tables\"\xf4\x01\n" +
+	"\rCosignerTable\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x128\n" +
+	"\ahistory\x18\x02 \x01(\x0e2\x1e.witnz.witness.v1.HistoryCheckR\ahistory\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\x12!\n" +
+	"\fchecked_size\x18\x04 \x01(\x04R\vcheckedSize\x12*\n" +
+	"\x11checked_at_micros\x18\x05 \x01(\x03R\x0fcheckedAtMicros\x12,\n" +
+	"\x12last_cosigned_size\x18\x06 \x01(\x04R\x10lastCosignedSize\"\x97\x01\n" +
 	"\rCosignRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x12\n" +
@@ -179,9 +436,15 @@ const file_witnz_witness_v1_cosign_proto_rawDesc = "" +
 	"\x0eCosignResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12 \n" +
 	"\vcosignature\x18\x02 \x01(\tR\vcosignature\x12!\n" +
-	"\fcosigner_key\x18\x03 \x01(\tR\vcosignerKey2^\n" +
+	"\fcosigner_key\x18\x03 \x01(\tR\vcosignerKey*\x81\x01\n" +
+	"\fHistoryCheck\x12\x1d\n" +
+	"\x19HISTORY_CHECK_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18HISTORY_CHECK_NOT_NEEDED\x10\x01\x12\x1a\n" +
+	"\x16HISTORY_CHECK_VERIFIED\x10\x02\x12\x18\n" +
+	"\x14HISTORY_CHECK_FAILED\x10\x032\xd1\x01\n" +
 	"\rCosignService\x12M\n" +
-	"\x06Cosign\x12\x1f.witnz.witness.v1.CosignRequest\x1a .witnz.witness.v1.CosignResponse\"\x00B\xc1\x01\n" +
+	"\x06Cosign\x12\x1f.witnz.witness.v1.CosignRequest\x1a .witnz.witness.v1.CosignResponse\"\x00\x12q\n" +
+	"\x11GetCosignerStatus\x12*.witnz.witness.v1.GetCosignerStatusRequest\x1a+.witnz.witness.v1.GetCosignerStatusResponse\"\x03\x90\x02\x01B\xc1\x01\n" +
 	"\x14com.witnz.witness.v1B\vCosignProtoP\x01Z:github.com/witnz/witnz/libs/gen/witnz/witness/v1;witnessv1\xa2\x02\x03WWX\xaa\x02\x10Witnz.Witness.V1\xca\x02\x10Witnz\\Witness\\V1\xe2\x02\x1cWitnz\\Witness\\V1\\GPBMetadata\xea\x02\x12Witnz::Witness::V1b\x06proto3"
 
 var (
@@ -196,19 +459,28 @@ func file_witnz_witness_v1_cosign_proto_rawDescGZIP() []byte {
 	return file_witnz_witness_v1_cosign_proto_rawDescData
 }
 
-var file_witnz_witness_v1_cosign_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_witnz_witness_v1_cosign_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_witnz_witness_v1_cosign_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_witnz_witness_v1_cosign_proto_goTypes = []any{
-	(*CosignRequest)(nil),  // 0: witnz.witness.v1.CosignRequest
-	(*CosignResponse)(nil), // 1: witnz.witness.v1.CosignResponse
+	(HistoryCheck)(0),                 // 0: witnz.witness.v1.HistoryCheck
+	(*GetCosignerStatusRequest)(nil),  // 1: witnz.witness.v1.GetCosignerStatusRequest
+	(*GetCosignerStatusResponse)(nil), // 2: witnz.witness.v1.GetCosignerStatusResponse
+	(*CosignerTable)(nil),             // 3: witnz.witness.v1.CosignerTable
+	(*CosignRequest)(nil),             // 4: witnz.witness.v1.CosignRequest
+	(*CosignResponse)(nil),            // 5: witnz.witness.v1.CosignResponse
 }
 var file_witnz_witness_v1_cosign_proto_depIdxs = []int32{
-	0, // 0: witnz.witness.v1.CosignService.Cosign:input_type -> witnz.witness.v1.CosignRequest
-	1, // 1: witnz.witness.v1.CosignService.Cosign:output_type -> witnz.witness.v1.CosignResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	3, // 0: witnz.witness.v1.GetCosignerStatusResponse.tables:type_name -> witnz.witness.v1.CosignerTable
+	0, // 1: witnz.witness.v1.CosignerTable.history:type_name -> witnz.witness.v1.HistoryCheck
+	4, // 2: witnz.witness.v1.CosignService.Cosign:input_type -> witnz.witness.v1.CosignRequest
+	1, // 3: witnz.witness.v1.CosignService.GetCosignerStatus:input_type -> witnz.witness.v1.GetCosignerStatusRequest
+	5, // 4: witnz.witness.v1.CosignService.Cosign:output_type -> witnz.witness.v1.CosignResponse
+	2, // 5: witnz.witness.v1.CosignService.GetCosignerStatus:output_type -> witnz.witness.v1.GetCosignerStatusResponse
+	4, // [4:6] is the sub-list for method output_type
+	2, // [2:4] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_witnz_witness_v1_cosign_proto_init() }
@@ -221,13 +493,14 @@ func file_witnz_witness_v1_cosign_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_witnz_witness_v1_cosign_proto_rawDesc), len(file_witnz_witness_v1_cosign_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   2,
+			NumEnums:      1,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_witnz_witness_v1_cosign_proto_goTypes,
 		DependencyIndexes: file_witnz_witness_v1_cosign_proto_depIdxs,
+		EnumInfos:         file_witnz_witness_v1_cosign_proto_enumTypes,
 		MessageInfos:      file_witnz_witness_v1_cosign_proto_msgTypes,
 	}.Build()
 	File_witnz_witness_v1_cosign_proto = out.File

@@ -233,7 +233,10 @@ type MembershipCommand struct {
 	// Addresses of the other members as the leader knows them. Nodes record
 	// those they do not know yet, so that a node added at run time learns the
 	// API address of every member and every node learns its.
-	Members       []*NodeAddress `protobuf:"bytes,11,rep,name=members,proto3" json:"members,omitempty"`
+	Members []*NodeAddress `protobuf:"bytes,11,rep,name=members,proto3" json:"members,omitempty"`
+	// REMOVE: the node goes back to the rotation pool (it was rotated out),
+	// from which a later rotation may add it again.
+	ToPool        bool `protobuf:"varint,12,opt,name=to_pool,json=toPool,proto3" json:"to_pool,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -345,6 +348,13 @@ func (x *MembershipCommand) GetMembers() []*NodeAddress {
 	return nil
 }
 
+func (x *MembershipCommand) GetToPool() bool {
+	if x != nil {
+		return x.ToPool
+	}
+	return false
+}
+
 // MembershipEvent is a MembershipCommand as the state machine recorded it.
 type MembershipEvent struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -417,7 +427,13 @@ type MembershipState struct {
 	// Records in all.
 	Total uint64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
 	// Addresses recorded for the members, by id.
-	Addresses     []*NodeAddress `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Addresses []*NodeAddress `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// Since when each voter votes, by id: the leader's clock on the record
+	// that promoted it. Voters of the bootstrap configuration have none
+	// (they serve longest).
+	VotersSince []*VoterSince `protobuf:"bytes,4,rep,name=voters_since,json=votersSince,proto3" json:"voters_since,omitempty"`
+	// Nodes rotated out, by id: standby nodes a rotation may add again.
+	Pool          []*NodeAddress `protobuf:"bytes,5,rep,name=pool,proto3" json:"pool,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -473,6 +489,83 @@ func (x *MembershipState) GetAddresses() []*NodeAddress {
 	return nil
 }
 
+func (x *MembershipState) GetVotersSince() []*VoterSince {
+	if x != nil {
+		return x.VotersSince
+	}
+	return nil
+}
+
+func (x *MembershipState) GetPool() []*NodeAddress {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+// VoterSince is when a node became a voter.
+type VoterSince struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Microseconds since the Unix epoch (the DONE record of its promotion).
+	SinceMicros int64 `protobuf:"varint,2,opt,name=since_micros,json=sinceMicros,proto3" json:"since_micros,omitempty"`
+	// The Raft index of that record.
+	RaftIndex     uint64 `protobuf:"varint,3,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VoterSince) Reset() {
+	*x = VoterSince{}
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VoterSince) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VoterSince) ProtoMessage() {}
+
+func (x *VoterSince) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VoterSince.ProtoReflect.Descriptor instead.
+func (*VoterSince) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *VoterSince) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *VoterSince) GetSinceMicros() int64 {
+	if x != nil {
+		return x.SinceMicros
+	}
+	return 0
+}
+
+func (x *VoterSince) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
 type ListMembersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How many of the most recent records to return; 0 returns all the state
@@ -484,7 +577,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[4]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +589,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[4]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +602,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{4}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListMembersRequest) GetHistory() uint32 {
@@ -544,7 +637,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[5]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +649,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[5]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +662,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{5}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListMembersResponse) GetNodeId() string {
@@ -658,7 +751,7 @@ type AddNodeRequest struct {
 
 func (x *AddNodeRequest) Reset() {
 	*x = AddNodeRequest{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[6]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +763,7 @@ func (x *AddNodeRequest) String() string {
 func (*AddNodeRequest) ProtoMessage() {}
 
 func (x *AddNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[6]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +776,7 @@ func (x *AddNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNodeRequest.ProtoReflect.Descriptor instead.
 func (*AddNodeRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{6}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AddNodeRequest) GetId() string {
@@ -727,7 +820,7 @@ type AddNodeResponse struct {
 
 func (x *AddNodeResponse) Reset() {
 	*x = AddNodeResponse{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[7]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +832,7 @@ func (x *AddNodeResponse) String() string {
 func (*AddNodeResponse) ProtoMessage() {}
 
 func (x *AddNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[7]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +845,7 @@ func (x *AddNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNodeResponse.ProtoReflect.Descriptor instead.
 func (*AddNodeResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{7}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AddNodeResponse) GetMembers() []*Member {
@@ -785,7 +878,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[8]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +890,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[8]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +903,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{8}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RemoveNodeRequest) GetId() string {
@@ -830,7 +923,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[9]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +935,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[9]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +948,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{9}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveNodeResponse) GetMembers() []*Member {
@@ -883,7 +976,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[10]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +988,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[10]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1001,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{10}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TransferLeadershipRequest) GetToId() string {
@@ -930,7 +1023,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[11]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1035,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[11]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1048,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{11}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TransferLeadershipResponse) GetPreviousLeaderId() string {
@@ -988,7 +1081,10 @@ func (x *TransferLeadershipResponse) GetTerm() uint64 {
 
 type RotateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The voter to replace.
+	// The voter to replace. With out_id and in_id both empty the leader
+	// picks, as its rotation schedule does: the longest-serving voter goes
+	// out, and a reachable standby node of the pool (--pool, --peer nodes
+	// that are not members, and nodes rotated out before) comes in.
 	OutId string `protobuf:"bytes,1,opt,name=out_id,json=outId,proto3" json:"out_id,omitempty"`
 	// The node that replaces it, and its addresses.
 	InId          string `protobuf:"bytes,2,opt,name=in_id,json=inId,proto3" json:"in_id,omitempty"`
@@ -1000,7 +1096,7 @@ type RotateRequest struct {
 
 func (x *RotateRequest) Reset() {
 	*x = RotateRequest{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[12]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1108,7 @@ func (x *RotateRequest) String() string {
 func (*RotateRequest) ProtoMessage() {}
 
 func (x *RotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[12]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1121,7 @@ func (x *RotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRequest.ProtoReflect.Descriptor instead.
 func (*RotateRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{12}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RotateRequest) GetOutId() string {
@@ -1067,7 +1163,7 @@ type RotateResponse struct {
 
 func (x *RotateResponse) Reset() {
 	*x = RotateResponse{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[13]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1175,7 @@ func (x *RotateResponse) String() string {
 func (*RotateResponse) ProtoMessage() {}
 
 func (x *RotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[13]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1188,7 @@ func (x *RotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateResponse.ProtoReflect.Descriptor instead.
 func (*RotateResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{13}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RotateResponse) GetMembers() []*Member {
@@ -1125,7 +1221,7 @@ const file_witnz_witness_v1_membership_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
 	"\vapi_address\x18\x03 \x01(\tR\n" +
-	"apiAddress\"\xae\x03\n" +
+	"apiAddress\"\xc7\x03\n" +
 	"\x11MembershipCommand\x12.\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1e.witnz.witness.v1.MembershipOpR\x02op\x127\n" +
 	"\x05phase\x18\x02 \x01(\x0e2!.witnz.witness.v1.MembershipPhaseR\x05phase\x12\x17\n" +
@@ -1139,16 +1235,25 @@ const file_witnz_witness_v1_membership_proto_rawDesc = "" +
 	"\x05error\x18\t \x01(\tR\x05error\x12\x1c\n" +
 	"\toperation\x18\n" +
 	" \x01(\x04R\toperation\x127\n" +
-	"\amembers\x18\v \x03(\v2\x1d.witnz.witness.v1.NodeAddressR\amembers\"\x8a\x01\n" +
+	"\amembers\x18\v \x03(\v2\x1d.witnz.witness.v1.NodeAddressR\amembers\x12\x17\n" +
+	"\ato_pool\x18\f \x01(\bR\x06toPool\"\x8a\x01\n" +
 	"\x0fMembershipEvent\x12\x1d\n" +
 	"\n" +
 	"raft_index\x18\x01 \x01(\x04R\traftIndex\x12\x1b\n" +
 	"\tat_micros\x18\x02 \x01(\x03R\batMicros\x12;\n" +
-	"\x06change\x18\x03 \x01(\v2#.witnz.witness.v1.MembershipCommandR\x06change\"\x9f\x01\n" +
+	"\x06change\x18\x03 \x01(\v2#.witnz.witness.v1.MembershipCommandR\x06change\"\x93\x02\n" +
 	"\x0fMembershipState\x129\n" +
 	"\x06events\x18\x01 \x03(\v2!.witnz.witness.v1.MembershipEventR\x06events\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x04R\x05total\x12;\n" +
-	"\taddresses\x18\x03 \x03(\v2\x1d.witnz.witness.v1.NodeAddressR\taddresses\".\n" +
+	"\taddresses\x18\x03 \x03(\v2\x1d.witnz.witness.v1.NodeAddressR\taddresses\x12?\n" +
+	"\fvoters_since\x18\x04 \x03(\v2\x1c.witnz.witness.v1.VoterSinceR\vvotersSince\x121\n" +
+	"\x04pool\x18\x05 \x03(\v2\x1d.witnz.witness.v1.NodeAddressR\x04pool\"^\n" +
+	"\n" +
+	"VoterSince\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fsince_micros\x18\x02 \x01(\x03R\vsinceMicros\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\x03 \x01(\x04R\traftIndex\".\n" +
 	"\x12ListMembersRequest\x12\x18\n" +
 	"\ahistory\x18\x01 \x01(\rR\ahistory\"\x95\x03\n" +
 	"\x13ListMembersResponse\x12\x17\n" +
@@ -1229,7 +1334,7 @@ func file_witnz_witness_v1_membership_proto_rawDescGZIP() []byte {
 }
 
 var file_witnz_witness_v1_membership_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_witnz_witness_v1_membership_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_witnz_witness_v1_membership_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_witnz_witness_v1_membership_proto_goTypes = []any{
 	(MembershipOp)(0),                  // 0: witnz.witness.v1.MembershipOp
 	(MembershipPhase)(0),               // 1: witnz.witness.v1.MembershipPhase
@@ -1237,17 +1342,18 @@ var file_witnz_witness_v1_membership_proto_goTypes = []any{
 	(*MembershipCommand)(nil),          // 3: witnz.witness.v1.MembershipCommand
 	(*MembershipEvent)(nil),            // 4: witnz.witness.v1.MembershipEvent
 	(*MembershipState)(nil),            // 5: witnz.witness.v1.MembershipState
-	(*ListMembersRequest)(nil),         // 6: witnz.witness.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),        // 7: witnz.witness.v1.ListMembersResponse
-	(*AddNodeRequest)(nil),             // 8: witnz.witness.v1.AddNodeRequest
-	(*AddNodeResponse)(nil),            // 9: witnz.witness.v1.AddNodeResponse
-	(*RemoveNodeRequest)(nil),          // 10: witnz.witness.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),         // 11: witnz.witness.v1.RemoveNodeResponse
-	(*TransferLeadershipRequest)(nil),  // 12: witnz.witness.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 13: witnz.witness.v1.TransferLeadershipResponse
-	(*RotateRequest)(nil),              // 14: witnz.witness.v1.RotateRequest
-	(*RotateResponse)(nil),             // 15: witnz.witness.v1.RotateResponse
-	(*Member)(nil),                     // 16: witnz.witness.v1.Member
+	(*VoterSince)(nil),                 // 6: witnz.witness.v1.VoterSince
+	(*ListMembersRequest)(nil),         // 7: witnz.witness.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),        // 8: witnz.witness.v1.ListMembersResponse
+	(*AddNodeRequest)(nil),             // 9: witnz.witness.v1.AddNodeRequest
+	(*AddNodeResponse)(nil),            // 10: witnz.witness.v1.AddNodeResponse
+	(*RemoveNodeRequest)(nil),          // 11: witnz.witness.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),         // 12: witnz.witness.v1.RemoveNodeResponse
+	(*TransferLeadershipRequest)(nil),  // 13: witnz.witness.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 14: witnz.witness.v1.TransferLeadershipResponse
+	(*RotateRequest)(nil),              // 15: witnz.witness.v1.RotateRequest
+	(*RotateResponse)(nil),             // 16: witnz.witness.v1.RotateResponse
+	(*Member)(nil),                     // 17: witnz.witness.v1.Member
 }
 var file_witnz_witness_v1_membership_proto_depIdxs = []int32{
 	0,  // 0: witnz.witness.v1.MembershipCommand.op:type_name -> witnz.witness.v1.MembershipOp
@@ -1256,26 +1362,28 @@ var file_witnz_witness_v1_membership_proto_depIdxs = []int32{
 	3,  // 3: witnz.witness.v1.MembershipEvent.change:type_name -> witnz.witness.v1.MembershipCommand
 	4,  // 4: witnz.witness.v1.MembershipState.events:type_name -> witnz.witness.v1.MembershipEvent
 	2,  // 5: witnz.witness.v1.MembershipState.addresses:type_name -> witnz.witness.v1.NodeAddress
-	16, // 6: witnz.witness.v1.ListMembersResponse.members:type_name -> witnz.witness.v1.Member
-	4,  // 7: witnz.witness.v1.ListMembersResponse.history:type_name -> witnz.witness.v1.MembershipEvent
-	16, // 8: witnz.witness.v1.AddNodeResponse.members:type_name -> witnz.witness.v1.Member
-	16, // 9: witnz.witness.v1.RemoveNodeResponse.members:type_name -> witnz.witness.v1.Member
-	16, // 10: witnz.witness.v1.RotateResponse.members:type_name -> witnz.witness.v1.Member
-	6,  // 11: witnz.witness.v1.MembershipService.ListMembers:input_type -> witnz.witness.v1.ListMembersRequest
-	8,  // 12: witnz.witness.v1.MembershipService.AddNode:input_type -> witnz.witness.v1.AddNodeRequest
-	10, // 13: witnz.witness.v1.MembershipService.RemoveNode:input_type -> witnz.witness.v1.RemoveNodeRequest
-	12, // 14: witnz.witness.v1.MembershipService.TransferLeadership:input_type -> witnz.witness.v1.TransferLeadershipRequest
-	14, // 15: witnz.witness.v1.MembershipService.Rotate:input_type -> witnz.witness.v1.RotateRequest
-	7,  // 16: witnz.witness.v1.MembershipService.ListMembers:output_type -> witnz.witness.v1.ListMembersResponse
-	9,  // 17: witnz.witness.v1.MembershipService.AddNode:output_type -> witnz.witness.v1.AddNodeResponse
-	11, // 18: witnz.witness.v1.MembershipService.RemoveNode:output_type -> witnz.witness.v1.RemoveNodeResponse
-	13, // 19: witnz.witness.v1.MembershipService.TransferLeadership:output_type -> witnz.witness.v1.TransferLeadershipResponse
-	15, // 20: witnz.witness.v1.MembershipService.Rotate:output_type -> witnz.witness.v1.RotateResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	6,  // 6: witnz.witness.v1.MembershipState.voters_since:type_name -> witnz.witness.v1.VoterSince
+	2,  // 7: witnz.witness.v1.MembershipState.pool:type_name -> witnz.witness.v1.NodeAddress
+	17, // 8: witnz.witness.v1.ListMembersResponse.members:type_name -> witnz.witness.v1.Member
+	4,  // 9: witnz.witness.v1.ListMembersResponse.history:type_name -> witnz.witness.v1.MembershipEvent
+	17, // 10: witnz.witness.v1.AddNodeResponse.members:type_name -> witnz.witness.v1.Member
+	17, // 11: witnz.witness.v1.RemoveNodeResponse.members:type_name -> witnz.witness.v1.Member
+	17, // 12: witnz.witness.v1.RotateResponse.members:type_name -> witnz.witness.v1.Member
+	7,  // 13: witnz.witness.v1.MembershipService.ListMembers:input_type -> witnz.witness.v1.ListMembersRequest
+	9,  // 14: witnz.witness.v1.MembershipService.AddNode:input_type -> witnz.witness.v1.AddNodeRequest
+	11, // 15: witnz.witness.v1.MembershipService.RemoveNode:input_type -> witnz.witness.v1.RemoveNodeRequest
+	13, // 16: witnz.witness.v1.MembershipService.TransferLeadership:input_type -> witnz.witness.v1.TransferLeadershipRequest
+	15, // 17: witnz.witness.v1.MembershipService.Rotate:input_type -> witnz.witness.v1.RotateRequest
+	8,  // 18: witnz.witness.v1.MembershipService.ListMembers:output_type -> witnz.witness.v1.ListMembersResponse
+	10, // 19: witnz.witness.v1.MembershipService.AddNode:output_type -> witnz.witness.v1.AddNodeResponse
+	12, // 20: witnz.witness.v1.MembershipService.RemoveNode:output_type -> witnz.witness.v1.RemoveNodeResponse
+	14, // 21: witnz.witness.v1.MembershipService.TransferLeadership:output_type -> witnz.witness.v1.TransferLeadershipResponse
+	16, // 22: witnz.witness.v1.MembershipService.Rotate:output_type -> witnz.witness.v1.RotateResponse
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_witnz_witness_v1_membership_proto_init() }
@@ -1290,7 +1398,7 @@ func file_witnz_witness_v1_membership_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_witnz_witness_v1_membership_proto_rawDesc), len(file_witnz_witness_v1_membership_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,9 @@ const (
 const (
 	// CosignServiceCosignProcedure is the fully-qualified name of the CosignService's Cosign RPC.
 	CosignServiceCosignProcedure = "/witnz.witness.v1.CosignService/Cosign"
+	// CosignServiceGetCosignerStatusProcedure is the fully-qualified name of the CosignService's
+	// GetCosignerStatus RPC.
+	CosignServiceGetCosignerStatusProcedure = "/witnz.witness.v1.CosignService/GetCosignerStatus"
 )
 
 // CosignServiceClient is a client for the witnz.witness.v1.CosignService service.
@@ -47,6 +50,10 @@ type CosignServiceClient interface {
 	// detail; one that has not applied applied_index in time answers
 	// UNAVAILABLE.
 	Cosign(context.Context, *connect.Request[v1.CosignRequest]) (*connect.Response[v1.CosignResponse], error)
+	// GetCosignerStatus reports, per table, whether this node has cosigned
+	// it and how it checked the history it received before its first
+	// cosignature. Any witnz identity may call it.
+	GetCosignerStatus(context.Context, *connect.Request[v1.GetCosignerStatusRequest]) (*connect.Response[v1.GetCosignerStatusResponse], error)
 }
 
 // NewCosignServiceClient constructs a client for the witnz.witness.v1.CosignService service. By
@@ -66,17 +73,30 @@ func NewCosignServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(cosignServiceMethods.ByName("Cosign")),
 			connect.WithClientOptions(opts...),
 		),
+		getCosignerStatus: connect.NewClient[v1.GetCosignerStatusRequest, v1.GetCosignerStatusResponse](
+			httpClient,
+			baseURL+CosignServiceGetCosignerStatusProcedure,
+			connect.WithSchema(cosignServiceMethods.ByName("GetCosignerStatus")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // cosignServiceClient implements CosignServiceClient.
 type cosignServiceClient struct {
-	cosign *connect.Client[v1.CosignRequest, v1.CosignResponse]
+	cosign            *connect.Client[v1.CosignRequest, v1.CosignResponse]
+	getCosignerStatus *connect.Client[v1.GetCosignerStatusRequest, v1.GetCosignerStatusResponse]
 }
 
 // Cosign calls witnz.witness.v1.CosignService.Cosign.
 func (c *cosignServiceClient) Cosign(ctx context.Context, req *connect.Request[v1.CosignRequest]) (*connect.Response[v1.CosignResponse], error) {
 	return c.cosign.CallUnary(ctx, req)
+}
+
+// GetCosignerStatus calls witnz.witness.v1.CosignService.GetCosignerStatus.
+func (c *cosignServiceClient) GetCosignerStatus(ctx context.Context, req *connect.Request[v1.GetCosignerStatusRequest]) (*connect.Response[v1.GetCosignerStatusResponse], error) {
+	return c.getCosignerStatus.CallUnary(ctx, req)
 }
 
 // CosignServiceHandler is an implementation of the witnz.witness.v1.CosignService service.
@@ -89,6 +109,10 @@ type CosignServiceHandler interface {
 	// detail; one that has not applied applied_index in time answers
 	// UNAVAILABLE.
 	Cosign(context.Context, *connect.Request[v1.CosignRequest]) (*connect.Response[v1.CosignResponse], error)
+	// GetCosignerStatus reports, per table, whether this node has cosigned
+	// it and how it checked the history it received before its first
+	// cosignature. Any witnz identity may call it.
+	GetCosignerStatus(context.Context, *connect.Request[v1.GetCosignerStatusRequest]) (*connect.Response[v1.GetCosignerStatusResponse], error)
 }
 
 // NewCosignServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -104,10 +128,19 @@ func NewCosignServiceHandler(svc CosignServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(cosignServiceMethods.ByName("Cosign")),
 		connect.WithHandlerOptions(opts...),
 	)
+	cosignServiceGetCosignerStatusHandler := connect.NewUnaryHandler(
+		CosignServiceGetCosignerStatusProcedure,
+		svc.GetCosignerStatus,
+		connect.WithSchema(cosignServiceMethods.ByName("GetCosignerStatus")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/witnz.witness.v1.CosignService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case CosignServiceCosignProcedure:
 			cosignServiceCosignHandler.ServeHTTP(w, r)
+		case CosignServiceGetCosignerStatusProcedure:
+			cosignServiceGetCosignerStatusHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -119,4 +152,8 @@ type UnimplementedCosignServiceHandler struct{}
 
 func (UnimplementedCosignServiceHandler) Cosign(context.Context, *connect.Request[v1.CosignRequest]) (*connect.Response[v1.CosignResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("witnz.witness.v1.CosignService.Cosign is not implemented"))
+}
+
+func (UnimplementedCosignServiceHandler) GetCosignerStatus(context.Context, *connect.Request[v1.GetCosignerStatusRequest]) (*connect.Response[v1.GetCosignerStatusResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("witnz.witness.v1.CosignService.GetCosignerStatus is not implemented"))
 }

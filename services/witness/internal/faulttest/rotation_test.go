@@ -1,0 +1,274 @@
+package faulttest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/witnz/witnz/libs/checkpoint"
+	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
+	"github.com/witnz/witnz/libs/gen/witnz/witness/v1/witnessv1connect"
+	"github.com/witnz/witnz/libs/mtls"
+	"github.com/witnz/witnz/libs/pki"
+	"github.com/witnz/witnz/libs/rpcserver"
+	"github.com/witnz/witnz/libs/testenv"
+)
+
+// newPoolCluster starts voters witness processes (w1 bootstraps) and pool
+// standby ones that belong to no cluster yet (their --peer names only
+// themselves). Every node cosigns (a policy naming every key, quorum a
+// majority of the voters) and gets extra flags.
+func newPoolCluster(t *testing.T, voters, pool int, extra ...string) *cluster {
+	t.Helper()
+	c := &cluster{bin: witnessBinary(t), pkiDir: t.TempDir(), spec: clusterSpec{size: voters, timing: fast, cosign: true}}
+	ids := []mtls.Identity{mtls.Service(ingestService)}
+	for i := range voters + pool {
+		ids = append(ids, mtls.Witness(fmt.Sprintf("w%d", i+1)))
+	}
+	if err := pki.Init(c.pkiDir, ids, pki.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	p := pki.PathsFor(c.pkiDir, mtls.Service(ingestService))
+	tlsCfg, err := mtls.Load(mtls.Files{Cert: p.Cert, Key: p.Key, CA: p.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.httpc = tlsCfg.HTTPClient()
+	keyDir := t.TempDir()
+	policy := "# rotation test cluster\n"
+	var peers, poolFlags []string
+	for i := range voters + pool {
+		n := &node{id: fmt.Sprintf("w%d", i+1), index: i}
+		apiListen, raftListen := testenv.FreeAddr(t), testenv.FreeAddr(t)
+		n.api, n.raft = "https://"+apiListen, raftListen
+		dir := t.TempDir()
+		n.dataDir, n.logPath = filepath.Join(dir, "data"), filepath.Join(dir, "witness.log")
+		paths := pki.PathsFor(c.pkiDir, mtls.Witness(n.id))
+		skey, vkey, err := checkpoint.GenerateKey("faulttest-" + n.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyFile := filepath.Join(keyDir, n.id+".key")
+		if err := os.WriteFile(keyFile, []byte(skey+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		policy += fmt.Sprintf("witness %s %s\n", n.id, vkey)
+		n.args = append([]string{
+			"--node-id=" + n.id, "--data-dir=" + n.dataDir,
+			"--listen=" + apiListen, "--raft-listen=" + raftListen,
+			"--tls-cert=" + paths.Cert, "--tls-key=" + paths.Key, "--tls-ca=" + paths.CA,
+			"--log-level=info", "--log-format=text",
+			"--cosign-key=" + keyFile, "--checkpoint-interval=1s", "--cluster=faulttest",
+		}, fast.flags()...)
+		self := fmt.Sprintf("%s=%s,%s", n.id, n.raft, n.api)
+		if i < voters {
+			peers = append(peers, "--peer="+self)
+		} else {
+			n.args = append(n.args, "--peer="+self)
+			poolFlags = append(poolFlags, "--pool="+self)
+		}
+		if i == 0 {
+			n.args = append(n.args, "--bootstrap")
+		}
+		n.client = witnessv1connect.NewWitnessServiceClient(c.httpc, n.api, rpcserver.ClientOptions()...)
+		c.nodes = append(c.nodes, n)
+	}
+	policy += fmt.Sprintf("quorum %d\n", voters/2+1)
+	policyFile := filepath.Join(keyDir, "policy")
+	if err := os.WriteFile(policyFile, []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range c.nodes {
+		if i < voters {
+			n.args = append(n.args, peers...)
+		}
+		n.args = append(append(append(n.args, "--policy="+policyFile), poolFlags...), extra...)
+	}
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			n.kill()
+		}
+		c.httpc.CloseIdleConnections()
+		if t.Failed() {
+			for _, n := range c.nodes {
+				t.Logf("%s log (end):\n%s", n.id, fileTail(n.logPath, 30))
+			}
+		}
+	})
+	for _, n := range c.nodes {
+		c.start(t, n)
+	}
+	c.leader(t, c.nodes[:voters]...)
+	return c
+}
+
+func (n *node) members(ctx context.Context, c *cluster) (*witnessv1.ListMembersResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := witnessv1connect.NewMembershipServiceClient(c.httpc, n.api, rpcserver.ClientOptions()...).
+		ListMembers(ctx, connect.NewRequest(&witnessv1.ListMembersRequest{}))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", n.id, err)
+	}
+	return resp.Msg, nil
+}
+
+// currentLeader asks every node and returns the leader one of them names.
+func (c *cluster) currentLeader(ctx context.Context) (*node, *witnessv1.ListMembersResponse, error) {
+	var last error
+	for _, n := range c.nodes {
+		m, err := n.members(ctx, c)
+		if err != nil {
+			last = err
+			continue
+		}
+		if m.GetLeaderId() == n.id {
+			return n, m, nil
+		}
+		last = fmt.Errorf("%s names leader %q", n.id, m.GetLeaderId())
+	}
+	return nil, nil, fmt.Errorf("no leader answers: %v", last)
+}
+
+// TestScheduledRotation runs 3 voters and 1 standby node with a rotation
+// every 2s under a steady stream of appends: rotations happen (recorded in
+// the replicated membership history, by the leader's identity), appends
+// go on throughout, every acknowledged entry is on every voter, and the
+// standby node checked the table's stored history before its first
+// cosignature.
+func TestScheduledRotation(t *testing.T) {
+	skipShort(t)
+	c := newPoolCluster(t, 3, 1, "--rotate-every=2s")
+	w4 := c.nodes[3]
+	g := newGenerator(c, 6, 8)
+	if err := g.register(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Appends stop between batches, so that every batch sent is
+	// acknowledged (a cancelled one could commit unacknowledged).
+	var halt atomic.Bool
+	appendErr := make(chan error, 1)
+	go func() {
+		for !halt.Load() {
+			if err := g.appendOne(t.Context(), g.nextBatch()); err != nil {
+				appendErr <- err
+				return
+			}
+		}
+		appendErr <- nil
+	}()
+	stopAppends := func() {
+		t.Helper()
+		halt.Store(true)
+		if err := <-appendErr; err != nil {
+			t.Fatalf("appends stopped during the rotations: %v", err)
+		}
+	}
+	defer halt.Store(true)
+
+	// Wait for a completed rotation that brought w4 in.
+	var rotated *witnessv1.MembershipEvent
+	pollUntil(t, 25*time.Second, "a scheduled rotation bringing w4 in", func() error {
+		select {
+		case err := <-appendErr:
+			appendErr <- err
+			return nil
+		default:
+		}
+		_, m, err := c.currentLeader(t.Context())
+		if err != nil {
+			return err
+		}
+		for _, e := range m.GetHistory() {
+			ch := e.GetChange()
+			if ch.GetOp() == witnessv1.MembershipOp_MEMBERSHIP_OP_ROTATE && ch.GetPhase() == witnessv1.MembershipPhase_MEMBERSHIP_PHASE_DONE && ch.GetReplacementId() == "w4" {
+				rotated = e
+				return nil
+			}
+		}
+		return fmt.Errorf("no completed rotation in %d records", len(m.GetHistory()))
+	})
+	before := g.acked.Load()
+	pollUntil(t, 10*time.Second, "appends after the rotation", func() error {
+		if n := g.acked.Load(); n < before+20 {
+			return fmt.Errorf("%d batches acknowledged since, want 20", n-before)
+		}
+		return nil
+	})
+	stopAppends()
+	if rotated == nil {
+		t.Fatal("appends failed before a rotation completed")
+	}
+	ch := rotated.GetChange()
+	if !strings.HasPrefix(ch.GetBy(), "spiffe://witnz/witness/") || !slices.Contains([]string{"w1", "w2", "w3"}, ch.GetNodeId()) {
+		t.Fatalf("rotation record %v: want one of w1-w3 rotated out by a witness identity", ch)
+	}
+	t.Logf("rotation: %s out, %s in, by %s; %d batches acknowledged", ch.GetNodeId(), ch.GetReplacementId(), ch.GetBy(), g.acked.Load())
+
+	// Every acknowledged entry is on every voter.
+	size, root, leaves := g.expected()
+	var voters []*node
+	pollUntil(t, 15*time.Second, fmt.Sprintf("the acknowledged log (size %d) on every voter", size), func() error {
+		_, m, err := c.currentLeader(t.Context())
+		if err != nil {
+			return err
+		}
+		voters = voters[:0]
+		for _, mem := range m.GetMembers() {
+			if !mem.GetVoter() {
+				continue
+			}
+			n := c.byAPI(mem.GetApiAddress())
+			if n == nil {
+				return fmt.Errorf("voter %s at unknown API %s", mem.GetId(), mem.GetApiAddress())
+			}
+			ti, err := n.tableInfo(t.Context(), g.table)
+			if err != nil {
+				return err
+			}
+			if ti.Size != size || string(ti.Root) != string(root) {
+				return fmt.Errorf("%s holds size %d; want %d", n.id, ti.Size, size)
+			}
+			voters = append(voters, n)
+		}
+		if len(voters) < 3 {
+			return fmt.Errorf("%d voters", len(voters))
+		}
+		return nil
+	})
+	for _, n := range voters {
+		got, err := n.leaves(t.Context(), g.table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := compareLeaves(got, leaves); err != nil {
+			t.Fatalf("%s: %v", n.id, err)
+		}
+	}
+
+	// w4 checked the history it received before cosigning.
+	cs := witnessv1connect.NewCosignServiceClient(c.httpc, w4.api, rpcserver.ClientOptions()...)
+	pollUntil(t, 10*time.Second, "w4's history check", func() error {
+		resp, err := cs.GetCosignerStatus(t.Context(), connect.NewRequest(&witnessv1.GetCosignerStatusRequest{}))
+		if err != nil {
+			return err
+		}
+		for _, tb := range resp.Msg.GetTables() {
+			if tb.GetTable() == g.table && tb.GetHistory() == witnessv1.HistoryCheck_HISTORY_CHECK_VERIFIED {
+				return nil
+			}
+		}
+		return fmt.Errorf("w4 reports %v", resp.Msg.GetTables())
+	})
+	if log := lastRun(t, w4); !strings.Contains(log, "verified the history of a table before cosigning it for the first time") {
+		t.Fatalf("w4's log has no history check line:\n%s", fileTail(w4.logPath, 20))
+	}
+}
