@@ -228,7 +228,7 @@ func drillGroup(ctx context.Context, in drillInput, group []uint32) ([]Finding, 
 		want[b] = true
 	}
 	shift := bucketShift(in.buckets)
-	expected, err := expectedRows(ctx, in, want, shift)
+	expected, err := expectedRows(ctx, in, group, want, shift)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +241,7 @@ func drillGroup(ctx context.Context, in drillInput, group []uint32) ([]Finding, 
 
 // expectedRows replays the epoch's entries [start, size) of the wanted
 // buckets that the snapshot sees into the expected rows per key.
-func expectedRows(ctx context.Context, in drillInput, want map[uint32]bool, shift uint) (map[commitment.Commitment]*keyExpect, error) {
+func expectedRows(ctx context.Context, in drillInput, group []uint32, want map[uint32]bool, shift uint) (map[commitment.Commitment]*keyExpect, error) {
 	exp := map[commitment.Commitment]*keyExpect{}
 	at := func(key commitment.Commitment) *keyExpect {
 		k := exp[key]
@@ -251,7 +251,10 @@ func expectedRows(ctx context.Context, in drillInput, want map[uint32]bool, shif
 		}
 		return k
 	}
-	err := in.lv.entries(ctx, in.start, in.size, func(e *commitment.Entry, _ []byte) error {
+	// The witness sends only the group's buckets (and the table-level
+	// entries): the log of a big table is streamed once per group, not
+	// whole.
+	err := in.lv.entriesIn(ctx, in.start, in.size, group, func(e *commitment.Entry, _ []byte) error {
 		if !in.snap.visible(e.XID, e.CommitLSN) {
 			return nil
 		}

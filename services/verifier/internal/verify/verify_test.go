@@ -18,11 +18,13 @@ import (
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/witnz/witnz/libs/commitment"
 	ingestv1 "github.com/witnz/witnz/libs/gen/witnz/ingest/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/ingest/v1/ingestv1connect"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/libs/mtls"
 	"github.com/witnz/witnz/libs/rpcserver"
+	"github.com/witnz/witnz/libs/statedigest"
 	"github.com/witnz/witnz/libs/testenv"
 	"github.com/witnz/witnz/services/verifier/internal/testcluster"
 	"github.com/witnz/witnz/services/verifier/internal/verify"
@@ -342,6 +344,52 @@ func TestVerify(t *testing.T) {
 			t.Errorf("the log has entry %d about the row: the edit went through the WAL", *f.Latest)
 		}
 		checkBundle(t, c, f)
+	})
+
+	t.Run("GetEntries bucket filter", func(t *testing.T) {
+		w := c.Witness(t, 0)
+		ti := c.TableInfo(t, 0, "public.accounts")
+		digest, err := statedigest.New(int(ti.GetBuckets()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		read := func(buckets []uint32) ([]*witnessv1.LoggedEntry, error) {
+			stream, err := w.GetEntries(t.Context(), connect.NewRequest(&witnessv1.GetEntriesRequest{Table: "public.accounts", Buckets: buckets}))
+			if err != nil {
+				return nil, err
+			}
+			var out []*witnessv1.LoggedEntry
+			for stream.Receive() {
+				out = append(out, stream.Msg().GetEntries()...)
+			}
+			return out, stream.Err()
+		}
+		all, err := read(nil)
+		if err != nil || uint64(len(all)) != ti.GetSize() {
+			t.Fatalf("every entry: %d, %v; want %d", len(all), err, ti.GetSize())
+		}
+		want := []uint32{3, 100, ti.GetBuckets() - 1}
+		var expect []uint64
+		for _, le := range all {
+			k := le.GetEntry().GetKeyCommit()
+			if len(k) == 0 || slices.Contains(want, digest.BucketOf(commitment.Commitment(k))) {
+				expect = append(expect, le.GetSeq())
+			}
+		}
+		got, err := read(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seqs []uint64
+		for _, le := range got {
+			seqs = append(seqs, le.GetSeq())
+		}
+		if !slices.Equal(seqs, expect) || len(seqs) >= len(all) {
+			t.Errorf("buckets %v: entries %v, want %v (of %d)", want, seqs, expect, len(all))
+		}
+		if _, err := read([]uint32{ti.GetBuckets()}); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("a bucket beyond the table's count: %v, want INVALID_ARGUMENT", err)
+		}
 	})
 
 	t.Run("bad input", func(t *testing.T) {

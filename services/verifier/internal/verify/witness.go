@@ -125,11 +125,19 @@ func (lv *leaderView) entry(ctx context.Context, seq uint64) (*commitment.Entry,
 // entries streams the entries [start, end) of the table, decoded from the
 // bytes the witness hashed.
 func (lv *leaderView) entries(ctx context.Context, start, end uint64, fn func(e *commitment.Entry, encoded []byte) error) error {
+	return lv.entriesIn(ctx, start, end, nil, fn)
+}
+
+// entriesIn streams the entries [start, end) of the table; with buckets,
+// only those whose key commitment is in one of them and those without a
+// key commitment (the witness filters; a witness that does not know the
+// filter sends every entry, and the caller keeps its buckets anyway).
+func (lv *leaderView) entriesIn(ctx context.Context, start, end uint64, buckets []uint32, fn func(e *commitment.Entry, encoded []byte) error) error {
 	if start >= end {
 		return nil
 	}
 	name := lv.table.GetName()
-	stream, err := lv.client.GetEntries(ctx, connect.NewRequest(&witnessv1.GetEntriesRequest{Table: name, Start: start, End: end}))
+	stream, err := lv.client.GetEntries(ctx, connect.NewRequest(&witnessv1.GetEntriesRequest{Table: name, Start: start, End: end, Buckets: buckets}))
 	if err != nil {
 		return witnessError("GetEntries", lv.url, err)
 	}
@@ -141,19 +149,19 @@ func (lv *leaderView) entries(ctx context.Context, start, end uint64, fn func(e 
 			if err != nil {
 				return fmt.Errorf("%w: entry %d of %s from %s: %v", ErrWitness, next, name, lv.url, err)
 			}
-			if e.Seq != next {
+			if e.Seq != next && (buckets == nil || e.Seq < next || e.Seq >= end) {
 				return fmt.Errorf("%w: %s sent entry %d of %s where %d was due", ErrWitness, lv.url, e.Seq, name, next)
 			}
 			if err := fn(e, le.GetEncoded()); err != nil {
 				return err
 			}
-			next++
+			next = e.Seq + 1
 		}
 	}
 	if err := stream.Err(); err != nil {
 		return witnessError("GetEntries", lv.url, err)
 	}
-	if next != end {
+	if buckets == nil && next != end {
 		return fmt.Errorf("%w: %s sent entries %d to %d of %s, want up to %d", ErrWitness, lv.url, start, next, name, end)
 	}
 	return nil

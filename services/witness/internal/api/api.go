@@ -5,8 +5,10 @@ package api
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"time"
 
 	"connectrpc.com/connect"
@@ -271,6 +273,10 @@ func (s *Service) GetEntries(ctx context.Context, req *connect.Request[witnessv1
 	if start > end {
 		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("start %d is after end %d", start, end))
 	}
+	filter, err := newBucketFilter(v.Info, req.Msg.GetBuckets())
+	if err != nil {
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	}
 	for start < end {
 		select {
 		case <-s.stopping:
@@ -282,18 +288,73 @@ func (s *Service) GetEntries(ctx context.Context, req *connect.Request[witnessv1
 		n := min(end-start, EntriesChunk)
 		msg := &witnessv1.GetEntriesResponse{Entries: make([]*witnessv1.LoggedEntry, 0, n)}
 		for seq := start; seq < start+n; seq++ {
+			if filter != nil {
+				keep, err := filter.keeps(v, seq)
+				if err != nil {
+					return connect.NewError(connect.CodeInternal, err)
+				}
+				if !keep {
+					continue
+				}
+			}
 			le, err := loggedEntry(v, seq)
 			if err != nil {
 				return connect.NewError(connect.CodeInternal, err)
 			}
 			msg.Entries = append(msg.Entries, le)
 		}
-		if err := stream.Send(msg); err != nil {
-			return err
+		// A filtered chunk may be empty: skip it rather than send nothing.
+		if len(msg.Entries) > 0 {
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
 		}
 		start += n
 	}
 	return nil
+}
+
+// bucketFilter keeps the entries of some state-digest buckets of a table,
+// and every entry without a key commitment (table-level operations).
+type bucketFilter struct {
+	shift uint
+	want  []bool
+}
+
+// newBucketFilter returns nil (no filter) for an empty bucket list.
+func newBucketFilter(info fsm.TableInfo, buckets []uint32) (*bucketFilter, error) {
+	if len(buckets) == 0 {
+		return nil, nil
+	}
+	n := info.Buckets
+	if n == 0 {
+		n = fsm.DefaultBuckets
+	}
+	f := &bucketFilter{shift: 32 - uint(bits.TrailingZeros32(n)), want: make([]bool, n)}
+	for _, b := range buckets {
+		if b >= n {
+			return nil, fmt.Errorf("bucket %d is not below the %d buckets of %s", b, n, info.Name)
+		}
+		f.want[b] = true
+	}
+	return f, nil
+}
+
+// keeps reports whether the entry at seq is sent. The bucket is
+// libs/statedigest's: the top log2(B) bits of the key commitment.
+func (f *bucketFilter) keeps(v *fsm.View, seq uint64) (bool, error) {
+	enc, _, err := v.Entry(seq)
+	if err != nil {
+		return false, err
+	}
+	e, err := commitment.DecodeEntry(enc)
+	if err != nil {
+		return false, fmt.Errorf("entry %d of %s: %w", seq, v.Info.Name, err)
+	}
+	if e.KeyCommit == nil {
+		return true, nil
+	}
+	return f.want[binary.BigEndian.Uint32(e.KeyCommit[:4])>>f.shift], nil
 }
 
 func loggedEntry(v *fsm.View, seq uint64) (*witnessv1.LoggedEntry, error) {

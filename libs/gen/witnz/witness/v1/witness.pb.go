@@ -231,11 +231,6 @@ const (
 	// The leader refused the cosignature the node returned: it does not
 	// verify with the node's key in the policy (forged or corrupted).
 	CosignRefusalKind_COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE CosignRefusalKind = 5
-	// A node that never cosigned the table refuses until the checkpoints
-	// stored in the replicated state it received verify: their signatures
-	// under its policy, their roots against its own log, and their
-	// consistency with the proposal.
-	CosignRefusalKind_COSIGN_REFUSAL_KIND_HISTORY_UNVERIFIED CosignRefusalKind = 6
 )
 
 // Enum value maps for CosignRefusalKind.
@@ -247,7 +242,6 @@ var (
 		3: "COSIGN_REFUSAL_KIND_FORK",
 		4: "COSIGN_REFUSAL_KIND_POLICY_MISMATCH",
 		5: "COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE",
-		6: "COSIGN_REFUSAL_KIND_HISTORY_UNVERIFIED",
 	}
 	CosignRefusalKind_value = map[string]int32{
 		"COSIGN_REFUSAL_KIND_UNSPECIFIED":         0,
@@ -256,7 +250,6 @@ var (
 		"COSIGN_REFUSAL_KIND_FORK":                3,
 		"COSIGN_REFUSAL_KIND_POLICY_MISMATCH":     4,
 		"COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE": 5,
-		"COSIGN_REFUSAL_KIND_HISTORY_UNVERIFIED":  6,
 	}
 )
 
@@ -1221,7 +1214,15 @@ type GetEntriesRequest struct {
 	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
 	Start uint64                 `protobuf:"varint,2,opt,name=start,proto3" json:"start,omitempty"`
 	// Exclusive; 0 means the current size.
-	End           uint64 `protobuf:"varint,3,opt,name=end,proto3" json:"end,omitempty"`
+	End uint64 `protobuf:"varint,3,opt,name=end,proto3" json:"end,omitempty"`
+	// When not empty, only the entries in [start, end) whose key_commit falls
+	// in one of these state-digest buckets (the table's registered bucket
+	// count, libs/statedigest's bucket function: the top log2(B) bits of
+	// key_commit) are sent, and every entry without a key_commit (PROTECT,
+	// SCHEMA, TRUNCATE, HEARTBEAT, ... : table-level operations); seq numbers
+	// then have gaps. A bucket at or beyond the table's count is
+	// INVALID_ARGUMENT.
+	Buckets       []uint32 `protobuf:"varint,4,rep,packed,name=buckets,proto3" json:"buckets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1275,6 +1276,13 @@ func (x *GetEntriesRequest) GetEnd() uint64 {
 		return x.End
 	}
 	return 0
+}
+
+func (x *GetEntriesRequest) GetBuckets() []uint32 {
+	if x != nil {
+		return x.Buckets
+	}
+	return nil
 }
 
 type GetEntriesResponse struct {
@@ -1974,11 +1982,12 @@ const file_witnz_witness_v1_witness_proto_rawDesc = "" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12\x1b\n" +
 	"\tat_micros\x18\b \x01(\x03R\batMicros\x12\x1d\n" +
 	"\n" +
-	"raft_index\x18\t \x01(\x04R\traftIndex\"Q\n" +
+	"raft_index\x18\t \x01(\x04R\traftIndex\"k\n" +
 	"\x11GetEntriesRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x10\n" +
-	"\x03end\x18\x03 \x01(\x04R\x03end\"M\n" +
+	"\x03end\x18\x03 \x01(\x04R\x03end\x12\x18\n" +
+	"\abuckets\x18\x04 \x03(\rR\abuckets\"M\n" +
 	"\x12GetEntriesResponse\x127\n" +
 	"\aentries\x18\x01 \x03(\v2\x1d.witnz.witness.v1.LoggedEntryR\aentries\"Z\n" +
 	"\x18GetInclusionProofRequest\x12\x14\n" +
@@ -2045,15 +2054,14 @@ const file_witnz_witness_v1_witness_proto_rawDesc = "" +
 	"\x16PROTECTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PROTECTION_BASELINING\x10\x01\x12\x18\n" +
 	"\x14PROTECTION_PROTECTED\x10\x02\x12\x1a\n" +
-	"\x16PROTECTION_UNPROTECTED\x10\x03*\x9e\x02\n" +
+	"\x16PROTECTION_UNPROTECTED\x10\x03*\xf2\x01\n" +
 	"\x11CosignRefusalKind\x12#\n" +
 	"\x1fCOSIGN_REFUSAL_KIND_UNSPECIFIED\x10\x00\x12%\n" +
 	"!COSIGN_REFUSAL_KIND_ROOT_MISMATCH\x10\x01\x12\x1d\n" +
 	"\x19COSIGN_REFUSAL_KIND_STALE\x10\x02\x12\x1c\n" +
 	"\x18COSIGN_REFUSAL_KIND_FORK\x10\x03\x12'\n" +
 	"#COSIGN_REFUSAL_KIND_POLICY_MISMATCH\x10\x04\x12+\n" +
-	"'COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE\x10\x05\x12*\n" +
-	"&COSIGN_REFUSAL_KIND_HISTORY_UNVERIFIED\x10\x062\xbb\x06\n" +
+	"'COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE\x10\x052\xbb\x06\n" +
 	"\x0eWitnessService\x12M\n" +
 	"\x06Append\x12\x1f.witnz.witness.v1.AppendRequest\x1a .witnz.witness.v1.AppendResponse\"\x00\x12b\n" +
 	"\rRegisterTable\x12&.witnz.witness.v1.RegisterTableRequest\x1a'.witnz.witness.v1.RegisterTableResponse\"\x00\x12Y\n" +
