@@ -231,6 +231,11 @@ const (
 	// The leader refused the cosignature the node returned: it does not
 	// verify with the node's key in the policy (forged or corrupted).
 	CosignRefusalKind_COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE CosignRefusalKind = 5
+	// A node that never cosigned the table refuses until the checkpoints
+	// stored in the replicated state it received verify: their signatures
+	// under its policy, their roots against its own log, and their
+	// consistency with the proposal.
+	CosignRefusalKind_COSIGN_REFUSAL_KIND_HISTORY_UNVERIFIED CosignRefusalKind = 6
 )
 
 // Enum value maps for CosignRefusalKind.
@@ -242,6 +247,7 @@ var (
 		3: "COSIGN_REFUSAL_KIND_FORK",
 		4: "COSIGN_REFUSAL_KIND_POLICY_MISMATCH",
 		5: "COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE",
+		6: "COSIGN_REFUSAL_KIND_HISTORY_UNVERIFIED",
 	}
 	CosignRefusalKind_value = map[string]int32{
 		"COSIGN_REFUSAL_KIND_UNSPECIFIED":         0,
@@ -250,6 +256,7 @@ var (
 		"COSIGN_REFUSAL_KIND_FORK":                3,
 		"COSIGN_REFUSAL_KIND_POLICY_MISMATCH":     4,
 		"COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE": 5,
+		"COSIGN_REFUSAL_KIND_HISTORY_UNVERIFIED":  6,
 	}
 )
 
@@ -2054,14 +2061,15 @@ const file_witnz_witness_v1_witness_proto_rawDesc = "" +
 	"\x16PROTECTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PROTECTION_BASELINING\x10\x01\x12\x18\n" +
 	"\x14PROTECTION_PROTECTED\x10\x02\x12\x1a\n" +
-	"\x16PROTECTION_UNPROTECTED\x10\x03*\xf2\x01\n" +
+	"\x16PROTECTION_UNPROTECTED\x10\x03*\x9e\x02\n" +
 	"\x11CosignRefusalKind\x12#\n" +
 	"\x1fCOSIGN_REFUSAL_KIND_UNSPECIFIED\x10\x00\x12%\n" +
 	"!COSIGN_REFUSAL_KIND_ROOT_MISMATCH\x10\x01\x12\x1d\n" +
 	"\x19COSIGN_REFUSAL_KIND_STALE\x10\x02\x12\x1c\n" +
 	"\x18COSIGN_REFUSAL_KIND_FORK\x10\x03\x12'\n" +
 	"#COSIGN_REFUSAL_KIND_POLICY_MISMATCH\x10\x04\x12+\n" +
-	"'COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE\x10\x052\xbb\x06\n" +
+	"'COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE\x10\x05\x12*\n" +
+	"&COSIGN_REFUSAL_KIND_HISTORY_UNVERIFIED\x10\x062\xbb\x06\n" +
 	"\x0eWitnessService\x12M\n" +
 	"\x06Append\x12\x1f.witnz.witness.v1.AppendRequest\x1a .witnz.witness.v1.AppendResponse\"\x00\x12b\n" +
 	"\rRegisterTable\x12&.witnz.witness.v1.RegisterTableRequest\x1a'.witnz.witness.v1.RegisterTableResponse\"\x00\x12Y\n" +
