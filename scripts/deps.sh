@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what witnz's tests and local runs need on a fresh Debian machine
-# (root, Go preinstalled): PostgreSQL server binaries and redis-server.
+# (root, Go preinstalled): PostgreSQL server binaries, redis-server, and the
+# MinIO server the anchor tests use (scripts/minio.sh, built once and cached).
 #
 # Idempotent and fast when everything is present: it only checks files. When
 # it installs a package it stops and disables the service Debian starts with
@@ -132,3 +133,4 @@ ensure_redis() {
 
 ensure_postgresql
 ensure_redis
+"$(dirname "${BASH_SOURCE[0]}")/minio.sh"

@@ -25,7 +25,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	svc, err := app.New(cfg, log)
+	svc, err := app.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/witnz/witnz/libs/checkpoint"
 	"github.com/witnz/witnz/libs/mtls"
 	"github.com/witnz/witnz/libs/pki"
 	"github.com/witnz/witnz/libs/testenv"
@@ -39,7 +40,13 @@ func TestRunBadConfig(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	base := append([]string{"--listen=127.0.0.1:0", "--witness=https://127.0.0.1:7000"}, tls...)
+	policy := writePolicy(t)
+	bad := filepath.Join(t.TempDir(), "bad-policy")
+	if err := os.WriteFile(bad, []byte("quorum 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := append([]string{"--listen=127.0.0.1:0", "--witness=https://127.0.0.1:7000", "--data-dir=" + t.TempDir(), "--policy=" + policy}, tls...)
+	with := func(extra ...string) []string { return append(append([]string{}, base...), extra...) }
 	tests := []struct {
 		name string
 		args []string
@@ -48,9 +55,13 @@ func TestRunBadConfig(t *testing.T) {
 		{"no flags", nil, "--tls-cert is required"},
 		{"unknown flag", []string{"--bucket=b"}, "flag provided but not defined: -bucket"},
 		{"no sink dir", base, "--sink-dir is required with --sink dir"},
-		{"s3 sink", append(base, "--sink=s3"), "--sink s3 is not available in this version: the S3 Object Lock sink arrives with issue 8"},
-		{"sink dir is a file", append(base, "--sink-dir="+filepath.Join(file, "anchors")), "--sink-dir " + filepath.Join(file, "anchors") + " cannot be created"},
-		{"missing cert", []string{"--witness=https://w:7000", "--sink-dir=/tmp", "--tls-cert=/nonexistent/c.crt", "--tls-key=k", "--tls-ca=ca"}, "read --tls-cert: open /nonexistent/c.crt"},
+		{"s3 sink without bucket", with("--sink=s3"), "--s3-bucket is required with --sink s3"},
+		{"no policy", append(tls, "--witness=https://w:7000", "--sink-dir=/tmp", "--data-dir=/tmp"), "--policy is required"},
+		{"missing policy", with("--sink-dir="+t.TempDir(), "--policy=/nonexistent/policy"), "--policy /nonexistent/policy cannot be read: no such file or directory"},
+		{"bad policy", with("--sink-dir="+t.TempDir(), "--policy="+bad), "--policy " + bad + ": invalid policy"},
+		{"data dir is a file", with("--sink-dir="+t.TempDir(), "--data-dir="+file), "--data-dir " + file + " cannot be created"},
+		{"sink dir is a file", with("--sink-dir="+filepath.Join(file, "anchors")), "--sink-dir " + filepath.Join(file, "anchors") + " cannot be created"},
+		{"missing cert", []string{"--witness=https://w:7000", "--sink-dir=/tmp", "--data-dir=/tmp", "--policy=" + policy, "--tls-cert=/nonexistent/c.crt", "--tls-key=k", "--tls-ca=ca"}, "read --tls-cert: open /nonexistent/c.crt"},
 		{"no witness", append(tls, "--sink-dir=/tmp"), "--witness is required"},
 	}
 	for _, tt := range tests {
@@ -69,12 +80,26 @@ func TestRunBadConfig(t *testing.T) {
 	}
 }
 
+// writePolicy writes a checkpoint policy with one fresh witness key.
+func writePolicy(t *testing.T) string {
+	t.Helper()
+	_, vkey, err := checkpoint.GenerateKey("w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "policy")
+	if err := os.WriteFile(path, []byte("witness w1 "+vkey+"\nquorum 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func TestRunHelp(t *testing.T) {
 	var stderr bytes.Buffer
 	if err := run(t.Context(), []string{"-h"}, env(nil), &stderr); err != nil {
 		t.Fatalf("run -h: %v", err)
 	}
-	for _, flag := range []string{"-witness", "-sink", "-sink-dir", "-listen", "-admin-listen", "-tls-ca", "-log-level"} {
+	for _, flag := range []string{"-witness", "-sink", "-sink-dir", "-listen", "-admin-listen", "-tls-ca", "-log-level", "-data-dir", "-policy", "-interval", "-alert", "-s3-bucket", "-s3-endpoint", "-s3-region", "-s3-path-style", "-s3-retain"} {
 		if !strings.Contains(stderr.String(), flag) {
 			t.Errorf("usage does not mention %s:\n%s", flag, stderr.String())
 		}
@@ -116,6 +141,8 @@ func TestRunServesUntilCancelled(t *testing.T) {
 		"WITNZ_TLS_CA":       p.CA,
 		"WITNZ_WITNESS":      "https://" + testenv.FreeAddr(t),
 		"WITNZ_SINK_DIR":     filepath.Join(t.TempDir(), "anchors"),
+		"WITNZ_DATA_DIR":     t.TempDir(),
+		"WITNZ_POLICY":       writePolicy(t),
 	})
 	ctx, cancel := context.WithCancel(t.Context())
 	var logs syncBuffer

@@ -60,6 +60,10 @@ func (fakeWitness) GetStatus(context.Context, *connect.Request[witnessv1.GetStat
 	return connect.NewResponse(&witnessv1.GetStatusResponse{NodeId: "w1", State: "Leader"}), nil
 }
 
+func (fakeWitness) ListAnchorReceipts(context.Context, *connect.Request[witnessv1.ListAnchorReceiptsRequest]) (*connect.Response[witnessv1.ListAnchorReceiptsResponse], error) {
+	return connect.NewResponse(&witnessv1.ListAnchorReceiptsResponse{}), nil
+}
+
 func startFakeWitness(t *testing.T, addr string, tlsCfg *mtls.Config) {
 	t.Helper()
 	srv, err := rpcserver.New(rpcserver.Config{Name: "witness", Addr: addr, TLS: tlsCfg.Server(), Logger: testLogger(t, "witness")})
@@ -96,7 +100,7 @@ func testLogger(t *testing.T, name string) *slog.Logger {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ok, last := cond()
 		if ok {
@@ -137,18 +141,30 @@ const (
 	healthNotServing = 2
 )
 
+var operator = mtls.Identity{Kind: mtls.KindOperator, Name: "admin"}
+
+// writePolicy writes a policy with one fresh witness key.
+func writePolicy(t *testing.T) string {
+	t.Helper()
+	_, path := cosignerKeys(t, 1)
+	return path
+}
+
 func TestServesAndReportsReadiness(t *testing.T) {
-	dir := mustPKI(t, mtls.Service("anchor"), mtls.Witness("w1"), mtls.Service("gateway"))
+	dir := mustPKI(t, mtls.Service("anchor"), mtls.Witness("w1"), mtls.Service("gateway"), mtls.Service("verifier"))
 	witnessAddr := testenv.FreeAddr(t)
 	sinkDir := filepath.Join(t.TempDir(), "anchors")
 
-	svc, err := app.New(config.Config{
+	svc, err := app.New(t.Context(), config.Config{
 		Listen:      "127.0.0.1:0",
 		AdminListen: "127.0.0.1:0",
 		TLS:         files(dir, mtls.Service("anchor")),
 		Witnesses:   []string{"https://" + witnessAddr},
 		Sink:        config.SinkDir,
 		SinkDir:     sinkDir,
+		DataDir:     t.TempDir(),
+		PolicyFile:  writePolicy(t),
+		Interval:    time.Hour,
 	}, testLogger(t, "anchor"))
 	if err != nil {
 		t.Fatal(err)
@@ -190,26 +206,25 @@ func TestServesAndReportsReadiness(t *testing.T) {
 	for name, opts := range protocols {
 		t.Run(name, func(t *testing.T) {
 			client := anchorv1connect.NewAnchorServiceClient(gateway, base, opts...)
-			calls := map[string]func() error{
-				"AnchorNow": func() error {
-					_, err := client.AnchorNow(t.Context(), connect.NewRequest(&anchorv1.AnchorNowRequest{}))
-					return err
-				},
-				"ListAnchors": func() error {
-					_, err := client.ListAnchors(t.Context(), connect.NewRequest(&anchorv1.ListAnchorsRequest{}))
-					return err
-				},
-				"CheckAnchors": func() error {
-					_, err := client.CheckAnchors(t.Context(), connect.NewRequest(&anchorv1.CheckAnchorsRequest{All: true}))
-					return err
-				},
+			// The fake witness has no tables: nothing to anchor, nothing
+			// anchored, an empty list.
+			_, err := client.AnchorNow(t.Context(), connect.NewRequest(&anchorv1.AnchorNowRequest{}))
+			if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "nothing to anchor") {
+				t.Errorf("AnchorNow = %v, want FailedPrecondition: nothing to anchor", err)
 			}
-			for rpc, call := range calls {
-				if err := call(); connect.CodeOf(err) != connect.CodeUnimplemented || !strings.Contains(err.Error(), "issue 8") {
-					t.Errorf("%s = %v, want Unimplemented naming issue 8", rpc, err)
-				}
+			list, err := client.ListAnchors(t.Context(), connect.NewRequest(&anchorv1.ListAnchorsRequest{}))
+			if err != nil || len(list.Msg.GetReceipts()) != 0 {
+				t.Errorf("ListAnchors = %v, %v; want no receipts", list, err)
+			}
+			_, err = client.CheckAnchors(t.Context(), connect.NewRequest(&anchorv1.CheckAnchorsRequest{All: true}))
+			if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "nothing anchored yet") {
+				t.Errorf("CheckAnchors = %v, want FailedPrecondition: nothing anchored yet", err)
 			}
 		})
+	}
+	verifier := anchorv1connect.NewAnchorServiceClient(mustTLS(t, dir, mtls.Service("verifier")).HTTPClient(), base)
+	if _, err := verifier.AnchorNow(t.Context(), connect.NewRequest(&anchorv1.AnchorNowRequest{})); connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "operator identity") {
+		t.Errorf("AnchorNow by the verifier = %v, want PermissionDenied naming the identity required", err)
 	}
 
 	// A sink directory that disappears makes the service unready.

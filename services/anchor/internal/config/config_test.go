@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -18,6 +19,7 @@ func env(m map[string]string) func(string) string {
 var validArgs = []string{
 	"--tls-cert=c.crt", "--tls-key=c.key", "--tls-ca=ca.crt",
 	"--witness=https://127.0.0.1:7000", "--sink-dir=/var/lib/witnz/anchors",
+	"--data-dir=/var/lib/witnz/anchor", "--policy=/etc/witnz/policy",
 }
 
 func TestParseFlagsWinOverEnv(t *testing.T) {
@@ -40,6 +42,8 @@ func TestParseFlagsWinOverEnv(t *testing.T) {
 		Witnesses: []string{"https://w1:7000", "https://w2:7000"},
 		Sink:      SinkDir,
 		SinkDir:   "/flag",
+		Interval:  DefaultInterval,
+		S3:        S3{Region: DefaultRegion, Prefix: DefaultPrefix, Retain: DefaultRetain},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Parse (-want +got):\n%s", diff)
@@ -52,6 +56,8 @@ func TestParseEnvOnly(t *testing.T) {
 		"WITNZ_WITNESS":  "https://e1:7000,https://e2:7000",
 		"WITNZ_SINK":     "dir",
 		"WITNZ_SINK_DIR": "/env",
+		"WITNZ_DATA_DIR": "/data",
+		"WITNZ_POLICY":   "/policy",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -86,8 +92,14 @@ func TestValidate(t *testing.T) {
 		want  string // prefix of the error; empty means valid
 	}{
 		{"valid", nil, ""},
-		{"s3 sink", []string{"--sink=s3"}, "--sink s3 is not available in this version: the S3 Object Lock sink arrives with issue 8"},
-		{"unknown sink", []string{"--sink=tape"}, `--sink "tape" is not a sink: use dir (s3 arrives with issue 8)`},
+		{"s3 sink", []string{"--sink=s3", "--s3-bucket=anchors", "--s3-endpoint=http://127.0.0.1:9000", "--s3-path-style"}, ""},
+		{"s3 without bucket", []string{"--sink=s3"}, "--s3-bucket is required with --sink s3"},
+		{"s3 bad endpoint", []string{"--sink=s3", "--s3-bucket=b", "--s3-endpoint=minio:9000"}, `--s3-endpoint "minio:9000" is not an http(s)://host[:port] URL`},
+		{"s3 half credentials", []string{"--sink=s3", "--s3-bucket=b", "--s3-access-key-id=AK"}, "--s3-access-key-id and --s3-secret-access-key go together"},
+		{"unknown sink", []string{"--sink=tape"}, `--sink "tape" is not a sink: use dir or s3`},
+		{"no data dir", []string{"--data-dir="}, "--data-dir is required"},
+		{"no policy", []string{"--policy="}, "--policy is required"},
+		{"bad alert", []string{"--alert=http://a:1"}, `--alert "http://a:1" is not an https://host:port URL`},
 		{"no sink dir", []string{"--sink-dir="}, "--sink-dir is required with --sink dir"},
 		{"bad listen", []string{"--listen=:http"}, `--listen ":http" is not host:port`},
 		{"http witness", []string{"--witness=http://w1:7000"}, `--witness "http://w1:7000" is not an https://host:port URL`},
@@ -125,5 +137,36 @@ func TestValidateRequired(t *testing.T) {
 	}
 	if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), "--tls-cert is required") {
 		t.Errorf("Validate without TLS = %v", err)
+	}
+}
+
+func TestParseDurations(t *testing.T) {
+	for _, tt := range []struct {
+		args     []string
+		interval time.Duration
+		retain   time.Duration
+	}{
+		{nil, 24 * time.Hour, 400 * 24 * time.Hour},
+		{[]string{"--interval=30"}, 30 * time.Second, DefaultRetain},
+		{[]string{"--interval=10m", "--s3-retain=30d"}, 10 * time.Minute, 30 * 24 * time.Hour},
+		{[]string{"--s3-retain=48h"}, DefaultInterval, 48 * time.Hour},
+	} {
+		c, err := Parse(append(append([]string{}, validArgs...), tt.args...), env(nil))
+		if err != nil {
+			t.Fatalf("%v: %v", tt.args, err)
+		}
+		if c.Interval != tt.interval || c.S3.Retain != tt.retain {
+			t.Errorf("%v: interval %s retain %s, want %s and %s", tt.args, c.Interval, c.S3.Retain, tt.interval, tt.retain)
+		}
+	}
+	for _, tt := range []struct{ arg, want string }{
+		{"--interval=0", "--interval \"0\": want a duration of at least 1s"},
+		{"--interval=soon", "--interval \"soon\""},
+		{"--s3-retain=2h", "--s3-retain \"2h\": want a duration of at least one day"},
+		{"--s3-path-style=maybe", "--s3-path-style \"maybe\": want true or false"},
+	} {
+		if _, err := Parse(append(append([]string{}, validArgs...), tt.arg), env(nil)); err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want prefix %q", tt.arg, err, tt.want)
+		}
 	}
 }

@@ -23,8 +23,8 @@
 //  4. Compare with the witness digest as of s (GetStateDigest). Equal
 //     digests end the pass: the table is clean.
 //  5. Drill down into the differing buckets only, in groups small enough to
-//     hold in memory: stream the epoch's entries [epoch_seq, s) keeping
-//     those of the group's buckets and replay them with the expected-state
+//     hold in memory: stream the epoch's entries [epoch_seq, s) of the
+//     group's buckets (the witness filters them) and replay them with the expected-state
 //     rules (statedigest.EffectOf) into the expected (key, data) multiset;
 //     re-scan the table in the same snapshot keeping the group's rows, with
 //     their primary key rendered as text; classify each key.
@@ -62,6 +62,17 @@
 // the candidate buckets only) and reported only if the same difference —
 // same kind, key and commitments — is found again; anything else was a race
 // and is dropped.
+//
+// # Log integrity
+//
+// After the rows, Verify checks the log they were compared with
+// (integrity.go): every reachable witness holds the same root at a common
+// size (the largest a majority holds), with a consistency proof from that
+// root to its current log; with a checkpoint policy, the leader's latest
+// cosigned checkpoint verifies under it, is the majority log's root at its
+// size, and extends the last checkpoint accepted for the table
+// (CheckpointStore). Problems are results (Result.Integrity), not errors:
+// the run is not OK and names the witness.
 //
 // # Memory
 //

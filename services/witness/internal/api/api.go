@@ -40,6 +40,8 @@ type Service struct {
 	// onRejection, when set, hears of every command the state machine
 	// rejected (recorded in the replicated state), to raise an alert.
 	onRejection func(*witnessv1.Rejection)
+	// anchor is the only identity that may record anchor receipts.
+	anchor mtls.Identity
 }
 
 // SetRejectionHook makes the service report each rejected command to fn.
@@ -59,7 +61,7 @@ var _ witnessv1connect.WitnessServiceHandler = (*Service)(nil)
 // New returns the service of n. Only the service identity ingestName may
 // append and register tables; streams end when stopping is closed.
 func New(n *node.Node, ingestName string, stopping <-chan struct{}) *Service {
-	return &Service{node: n, ingest: mtls.Service(ingestName), stopping: stopping, now: time.Now}
+	return &Service{node: n, ingest: mtls.Service(ingestName), stopping: stopping, now: time.Now, anchor: mtls.Service(DefaultAnchorIdentity)}
 }
 
 // SetCosignerKey sets the verifier key GetStatus reports as cosigner_key;
@@ -515,4 +517,53 @@ func (s *Service) GetStateDigest(ctx context.Context, req *connect.Request[witne
 		out.Buckets[i] = &witnessv1.BucketDigest{Bucket: uint32(i), Count: b.Count, Lthash: b.Hash.Bytes()}
 	}
 	return connect.NewResponse(out), nil
+}
+
+// DefaultAnchorIdentity names the service identity that may record anchor
+// receipts unless SetAnchorIdentity says otherwise.
+const DefaultAnchorIdentity = "anchor"
+
+// SetAnchorIdentity makes service/name the only identity that may call
+// RecordAnchor; call it before serving.
+func (s *Service) SetAnchorIdentity(name string) { s.anchor = mtls.Service(name) }
+
+// RecordAnchor commits an anchor service receipt to the replicated log.
+func (s *Service) RecordAnchor(ctx context.Context, req *connect.Request[witnessv1.RecordAnchorRequest]) (*connect.Response[witnessv1.RecordAnchorResponse], error) {
+	id, ok := mtls.PeerIdentity(ctx)
+	if !ok {
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("a client certificate is required"))
+	}
+	if id != s.anchor {
+		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("RecordAnchor requires the identity %s; this client is %s", s.anchor, id))
+	}
+	if err := fsm.ValidateAnchorReceipt(req.Msg.GetReceipt()); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	res, index, err := s.node.Propose(ctx, &witnessv1.Command{
+		ProposedAtMicros: s.now().UnixMicro(),
+		Command:          &witnessv1.Command_RecordAnchor{RecordAnchor: &witnessv1.RecordAnchorCommand{Receipt: req.Msg.GetReceipt()}},
+	})
+	if err != nil {
+		return nil, proposeError(err)
+	}
+	if res.Err != nil {
+		return nil, s.rejected(res)
+	}
+	return connect.NewResponse(&witnessv1.RecordAnchorResponse{RaftIndex: index}), nil
+}
+
+// ListAnchorReceipts returns the anchor receipts of this node's replica,
+// newest first.
+func (s *Service) ListAnchorReceipts(ctx context.Context, req *connect.Request[witnessv1.ListAnchorReceiptsRequest]) (*connect.Response[witnessv1.ListAnchorReceiptsResponse], error) {
+	if err := authorizeRead(ctx); err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	if m.GetTable() != "" {
+		if err := fsm.ValidateTableName(m.GetTable()); err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, err)
+		}
+	}
+	receipts, total := s.node.FSM().AnchorReceipts(m.GetTable(), m.GetMinSize(), int(m.GetLimit()))
+	return connect.NewResponse(&witnessv1.ListAnchorReceiptsResponse{Receipts: receipts, Total: total}), nil
 }

@@ -361,6 +361,7 @@ type state struct {
 	rejected   uint64
 	checkpointState
 	membership membership
+	anchors    anchorState
 }
 
 func newState() *state { return &state{tables: map[string]*table{}} }
@@ -405,6 +406,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 		return f.applyCosignRefusals(l.Index, cmd.GetProposedAtMicros(), c.RecordCosignRefusals)
 	case *witnessv1.Command_Membership:
 		return f.applyMembership(l.Index, cmd.GetProposedAtMicros(), c.Membership)
+	case *witnessv1.Command_RecordAnchor:
+		return f.applyRecordAnchor(l.Index, cmd.GetProposedAtMicros(), c.RecordAnchor)
 	default:
 		panic(fmt.Sprintf("witness fsm: raft log %d carries an unknown command (a newer version wrote it?): refusing to diverge", l.Index))
 	}
@@ -765,7 +768,7 @@ func (v *View) ConsistencyProof(from, to uint64) ([][]byte, error) {
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	s := &snapshot{applied: f.st.applied, rejected: f.st.rejected, checkpointSnapshot: f.st.checkpointState.snapshot()}
+	s := &snapshot{applied: f.st.applied, rejected: f.st.rejected, checkpointSnapshot: f.st.checkpointState.snapshot(), anchors: f.st.anchors.snapshot()}
 	mem, err := f.st.membership.marshal()
 	if err != nil {
 		return nil, fmt.Errorf("witness fsm: snapshot of the membership records: %w", err)

@@ -390,12 +390,14 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	}
 }
 
-// TestSnapshotGolden pins today's format, version 5: the writer must
+// TestSnapshotGolden pins today's format, version 6: the writer must
 // produce the golden file byte for byte, and the file must restore.
+// anchors_test.go pins version 6 with anchor receipts in it and checks that
+// the version 5 golden files still restore.
 func TestSnapshotGolden(t *testing.T) {
 	src := populatedV5(t).f
 	got := persist(t, src)
-	path := filepath.Join("testdata", "snapshot-v5.golden")
+	path := filepath.Join("testdata", "snapshot-v6.golden")
 	if *update {
 		if err := os.WriteFile(path, got, 0o644); err != nil {
 			t.Fatal(err)
@@ -562,7 +564,7 @@ func FuzzRestore(f *testing.F) {
 	_ = snap.Persist(&sink)
 	f.Add(sink.Bytes())
 	f.Add([]byte("wzfsm\x00\x00\x04"))
-	for _, name := range []string{"snapshot-v1.golden", "snapshot-v2.golden", "snapshot-v3.golden", "snapshot-v4.golden", "snapshot-v5.golden"} {
+	for _, name := range []string{"snapshot-v1.golden", "snapshot-v2.golden", "snapshot-v3.golden", "snapshot-v4.golden", "snapshot-v5.golden", "snapshot-v6.golden", "snapshot-v6-anchors.golden"} {
 		if b, err := os.ReadFile(filepath.Join("testdata", name)); err == nil {
 			f.Add(b)
 		}

@@ -174,7 +174,8 @@ func TestMembershipSurvivesSnapshots(t *testing.T) {
 }
 
 // TestMembershipSnapshotGolden pins the membership section of today's
-// snapshot format (version 5) with records in it.
+// snapshot format (version 6) with records in it; anchors_test.go checks
+// that the version 5 file still restores.
 func TestMembershipSnapshotGolden(t *testing.T) {
 	h := populated(t)
 	started := addRecord(witnessv1.MembershipPhase_MEMBERSHIP_PHASE_STARTED, "w4", "10.0.0.4:7011", "https://10.0.0.4:7010")
@@ -185,7 +186,7 @@ func TestMembershipSnapshotGolden(t *testing.T) {
 	mustOK(t, h.member(done))
 	mustOK(t, h.member(&witnessv1.MembershipCommand{Op: witnessv1.MembershipOp_MEMBERSHIP_OP_TRANSFER_LEADERSHIP, Phase: witnessv1.MembershipPhase_MEMBERSHIP_PHASE_FAILED, NodeId: "w4", By: operator, Error: "leadership transfer timeout"}))
 	got := persist(t, h.f)
-	path := filepath.Join("testdata", "snapshot-v5-membership.golden")
+	path := filepath.Join("testdata", "snapshot-v6-membership.golden")
 	if *update {
 		if err := os.WriteFile(path, got, 0o644); err != nil {
 			t.Fatal(err)

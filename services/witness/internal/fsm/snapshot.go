@@ -19,10 +19,10 @@ import (
 	"github.com/witnz/witnz/libs/tlog"
 )
 
-// Snapshot layout, version 5 (integers big-endian; "bytes" is a uint32
+// Snapshot layout, version 6 (integers big-endian; "bytes" is a uint32
 // length followed by that many bytes):
 //
-//	magic "wzfsm\x00\x00\x05"
+//	magic "wzfsm\x00\x00\x06"
 //	applied     uint64   last Raft index applied
 //	rejected    uint64   rejections in all
 //	nrej        uint32   then nrej × bytes (witness.v1.Rejection, protobuf)
@@ -45,18 +45,21 @@ import (
 //	checkpoints section (checkpoints.go): each table's cosigned checkpoint,
 //	            then the cosigning refusals
 //	membership  bytes    witness.v1.MembershipState, protobuf (membership.go)
-//	end         "wzend\x00\x00\x05"
+//	anchors section (anchors.go): the anchor receipts
+//	end         "wzend\x00\x00\x06"
 //	checksum    SHA-256 of everything before it
 //
+// Version 5 is the same without the anchors section, with magic and end
+// marker ending in \x05.
 // Version 4 is the same without the checkpoints section, with magic and
 // end marker ending in \x04. Version 3 has the layout of version 4, but its digests hold LtHash states of
 // expansion version 1 (SHAKE-128; libs/lthash); version 4 digests hold
 // expansion version 2. Version 2 is the same without the fields from
 // protection on, with magic and end marker ending in \x02; version 1 also
 // lacks the digest and unavailable fields and ends in \x01. Restore reads
-// all five; Persist writes version 5 only. The digests of versions 2 and 3
+// all six; Persist writes version 6 only. The digests of versions 2 and 3
 // cannot be compared with today's expansion: they are rebuilt from the
-// entries, like version 1's, and only version 4 and 5 digests are checked.
+// entries, like version 1's, and only the digests of version 4 on are checked.
 //
 // Restore verifies the checksum, decodes every entry strictly and checks it
 // against the log: its seq, its leaf hash, and the recorded root and chain
@@ -73,8 +76,10 @@ import (
 // versions 1 and 2 come back in the protection state their entries give,
 // PROTECTION_UNSPECIFIED with zero epoch fields for logs without PROTECT.
 var (
-	snapMagic   = []byte("wzfsm\x00\x00\x05")
-	snapEnd     = []byte("wzend\x00\x00\x05")
+	snapMagic   = []byte("wzfsm\x00\x00\x06")
+	snapEnd     = []byte("wzend\x00\x00\x06")
+	snapMagicV5 = []byte("wzfsm\x00\x00\x05")
+	snapEndV5   = []byte("wzend\x00\x00\x05")
 	snapMagicV4 = []byte("wzfsm\x00\x00\x04")
 	snapEndV4   = []byte("wzend\x00\x00\x04")
 	snapMagicV3 = []byte("wzfsm\x00\x00\x03")
@@ -108,6 +113,7 @@ type snapshot struct {
 	checkpointSnapshot
 	// membership is the encoded membership state (membership.go).
 	membership []byte
+	anchors    anchorState
 }
 
 // Persist writes the snapshot to sink.
@@ -198,6 +204,9 @@ func (s *snapshot) writeTo(dst io.Writer) error {
 		return err
 	}
 	w.bytes(s.membership)
+	if err := s.anchors.writeTo(w); err != nil {
+		return err
+	}
 	w.write(snapEnd)
 	w.write(w.sum.Sum(nil))
 	if w.err != nil {
@@ -297,7 +306,9 @@ func readSnapshot(src io.Reader) (*state, error) {
 	case r.err != nil:
 		return nil, r.err
 	case bytes.Equal(magic, snapMagic):
-		version = 5
+		version = 6
+	case bytes.Equal(magic, snapMagicV5):
+		version, wantEnd = 5, snapEndV5
 	case bytes.Equal(magic, snapMagicV4):
 		version, wantEnd = 4, snapEndV4
 	case bytes.Equal(magic, snapMagicV3):
@@ -347,6 +358,11 @@ func readSnapshot(src io.Reader) (*state, error) {
 	}
 	if version >= 5 && r.err == nil {
 		if err := readMembership(r, st); err != nil {
+			return nil, err
+		}
+	}
+	if version >= 6 && r.err == nil {
+		if err := readAnchors(r, st); err != nil {
 			return nil, err
 		}
 	}

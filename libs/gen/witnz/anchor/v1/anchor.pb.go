@@ -33,7 +33,16 @@ type Receipt struct {
 	RetainUntil    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=retain_until,json=retainUntil,proto3" json:"retain_until,omitempty"`
 	AnchoredAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=anchored_at,json=anchoredAt,proto3" json:"anchored_at,omitempty"`
 	// Tables and log sizes the object covers.
-	TableSizes    map[string]uint64 `protobuf:"bytes,8,rep,name=table_sizes,json=tableSizes,proto3" json:"table_sizes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	TableSizes map[string]uint64 `protobuf:"bytes,8,rep,name=table_sizes,json=tableSizes,proto3" json:"table_sizes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// ETag the store returned.
+	Etag string `protobuf:"bytes,9,opt,name=etag,proto3" json:"etag,omitempty"`
+	// Raft index of the witness command that recorded the receipt in the
+	// witness log.
+	WitnessRaftIndex uint64 `protobuf:"varint,10,opt,name=witness_raft_index,json=witnessRaftIndex,proto3" json:"witness_raft_index,omitempty"`
+	// Each table's anchored checkpoint: size and root.
+	Tables []*AnchoredTable `protobuf:"bytes,11,rep,name=tables,proto3" json:"tables,omitempty"`
+	// Size of the object in bytes.
+	ObjectSize    uint64 `protobuf:"varint,12,opt,name=object_size,json=objectSize,proto3" json:"object_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -124,6 +133,106 @@ func (x *Receipt) GetTableSizes() map[string]uint64 {
 	return nil
 }
 
+func (x *Receipt) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *Receipt) GetWitnessRaftIndex() uint64 {
+	if x != nil {
+		return x.WitnessRaftIndex
+	}
+	return 0
+}
+
+func (x *Receipt) GetTables() []*AnchoredTable {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
+func (x *Receipt) GetObjectSize() uint64 {
+	if x != nil {
+		return x.ObjectSize
+	}
+	return 0
+}
+
+// AnchoredTable is one table's checkpoint in an anchored object.
+type AnchoredTable struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Size  uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// RFC 6962 root at size (32 bytes).
+	Root []byte `protobuf:"bytes,3,opt,name=root,proto3" json:"root,omitempty"`
+	// Names and key ids ("name+hash") of the witness keys whose cosignatures
+	// the policy accepted.
+	Cosigners     []string `protobuf:"bytes,4,rep,name=cosigners,proto3" json:"cosigners,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnchoredTable) Reset() {
+	*x = AnchoredTable{}
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnchoredTable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnchoredTable) ProtoMessage() {}
+
+func (x *AnchoredTable) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnchoredTable.ProtoReflect.Descriptor instead.
+func (*AnchoredTable) Descriptor() ([]byte, []int) {
+	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AnchoredTable) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *AnchoredTable) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *AnchoredTable) GetRoot() []byte {
+	if x != nil {
+		return x.Root
+	}
+	return nil
+}
+
+func (x *AnchoredTable) GetCosigners() []string {
+	if x != nil {
+		return x.Cosigners
+	}
+	return nil
+}
+
 type AnchorNowRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -132,7 +241,7 @@ type AnchorNowRequest struct {
 
 func (x *AnchorNowRequest) Reset() {
 	*x = AnchorNowRequest{}
-	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[1]
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -144,7 +253,7 @@ func (x *AnchorNowRequest) String() string {
 func (*AnchorNowRequest) ProtoMessage() {}
 
 func (x *AnchorNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[1]
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -157,7 +266,7 @@ func (x *AnchorNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnchorNowRequest.ProtoReflect.Descriptor instead.
 func (*AnchorNowRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{1}
+	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{2}
 }
 
 type AnchorNowResponse struct {
@@ -169,7 +278,7 @@ type AnchorNowResponse struct {
 
 func (x *AnchorNowResponse) Reset() {
 	*x = AnchorNowResponse{}
-	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[2]
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -181,7 +290,7 @@ func (x *AnchorNowResponse) String() string {
 func (*AnchorNowResponse) ProtoMessage() {}
 
 func (x *AnchorNowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[2]
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -194,7 +303,7 @@ func (x *AnchorNowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnchorNowResponse.ProtoReflect.Descriptor instead.
 func (*AnchorNowResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{2}
+	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AnchorNowResponse) GetReceipt() *Receipt {
@@ -213,7 +322,7 @@ type ListAnchorsRequest struct {
 
 func (x *ListAnchorsRequest) Reset() {
 	*x = ListAnchorsRequest{}
-	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[3]
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +334,7 @@ func (x *ListAnchorsRequest) String() string {
 func (*ListAnchorsRequest) ProtoMessage() {}
 
 func (x *ListAnchorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[3]
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +347,7 @@ func (x *ListAnchorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAnchorsRequest.ProtoReflect.Descriptor instead.
 func (*ListAnchorsRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{3}
+	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListAnchorsRequest) GetLimit() uint32 {
@@ -257,7 +366,7 @@ type ListAnchorsResponse struct {
 
 func (x *ListAnchorsResponse) Reset() {
 	*x = ListAnchorsResponse{}
-	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[4]
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -269,7 +378,7 @@ func (x *ListAnchorsResponse) String() string {
 func (*ListAnchorsResponse) ProtoMessage() {}
 
 func (x *ListAnchorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[4]
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -282,7 +391,7 @@ func (x *ListAnchorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAnchorsResponse.ProtoReflect.Descriptor instead.
 func (*ListAnchorsResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{4}
+	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListAnchorsResponse) GetReceipts() []*Receipt {
@@ -302,7 +411,7 @@ type CheckAnchorsRequest struct {
 
 func (x *CheckAnchorsRequest) Reset() {
 	*x = CheckAnchorsRequest{}
-	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[5]
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +423,7 @@ func (x *CheckAnchorsRequest) String() string {
 func (*CheckAnchorsRequest) ProtoMessage() {}
 
 func (x *CheckAnchorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[5]
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +436,7 @@ func (x *CheckAnchorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckAnchorsRequest.ProtoReflect.Descriptor instead.
 func (*CheckAnchorsRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{5}
+	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CheckAnchorsRequest) GetAll() bool {
@@ -338,18 +447,24 @@ func (x *CheckAnchorsRequest) GetAll() bool {
 }
 
 type AnchorCheck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Receipt       *Receipt               `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
-	Table         string                 `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
-	Ok            bool                   `protobuf:"varint,3,opt,name=ok,proto3" json:"ok,omitempty"`
-	Problem       string                 `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Receipt *Receipt               `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	// Empty for a problem with the object itself (missing, corrupted, not
+	// ours).
+	Table   string `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
+	Ok      bool   `protobuf:"varint,3,opt,name=ok,proto3" json:"ok,omitempty"`
+	Problem string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
+	// The table's size in the anchored object, and the size of the current
+	// cosigned checkpoint it was proved against.
+	AnchoredSize  uint64 `protobuf:"varint,5,opt,name=anchored_size,json=anchoredSize,proto3" json:"anchored_size,omitempty"`
+	CurrentSize   uint64 `protobuf:"varint,6,opt,name=current_size,json=currentSize,proto3" json:"current_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AnchorCheck) Reset() {
 	*x = AnchorCheck{}
-	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[6]
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +476,7 @@ func (x *AnchorCheck) String() string {
 func (*AnchorCheck) ProtoMessage() {}
 
 func (x *AnchorCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[6]
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +489,7 @@ func (x *AnchorCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnchorCheck.ProtoReflect.Descriptor instead.
 func (*AnchorCheck) Descriptor() ([]byte, []int) {
-	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{6}
+	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AnchorCheck) GetReceipt() *Receipt {
@@ -405,6 +520,20 @@ func (x *AnchorCheck) GetProblem() string {
 	return ""
 }
 
+func (x *AnchorCheck) GetAnchoredSize() uint64 {
+	if x != nil {
+		return x.AnchoredSize
+	}
+	return 0
+}
+
+func (x *AnchorCheck) GetCurrentSize() uint64 {
+	if x != nil {
+		return x.CurrentSize
+	}
+	return 0
+}
+
 type CheckAnchorsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
@@ -415,7 +544,7 @@ type CheckAnchorsResponse struct {
 
 func (x *CheckAnchorsResponse) Reset() {
 	*x = CheckAnchorsResponse{}
-	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[7]
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +556,7 @@ func (x *CheckAnchorsResponse) String() string {
 func (*CheckAnchorsResponse) ProtoMessage() {}
 
 func (x *CheckAnchorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[7]
+	mi := &file_witnz_anchor_v1_anchor_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +569,7 @@ func (x *CheckAnchorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckAnchorsResponse.ProtoReflect.Descriptor instead.
 func (*CheckAnchorsResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{7}
+	return file_witnz_anchor_v1_anchor_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CheckAnchorsResponse) GetOk() bool {
@@ -461,7 +590,7 @@ var File_witnz_anchor_v1_anchor_proto protoreflect.FileDescriptor
 
 const file_witnz_anchor_v1_anchor_proto_rawDesc = "" +
 	"\n" +
-	"\x1cwitnz/anchor/v1/anchor.proto\x12\x0fwitnz.anchor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x03\n" +
+	"\x1cwitnz/anchor/v1/anchor.proto\x12\x0fwitnz.anchor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb0\x04\n" +
 	"\aReceipt\x12\x12\n" +
 	"\x04sink\x18\x01 \x01(\tR\x04sink\x12\x16\n" +
 	"\x06bucket\x18\x02 \x01(\tR\x06bucket\x12\x10\n" +
@@ -473,10 +602,21 @@ const file_witnz_anchor_v1_anchor_proto_rawDesc = "" +
 	"\vanchored_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"anchoredAt\x12I\n" +
 	"\vtable_sizes\x18\b \x03(\v2(.witnz.anchor.v1.Receipt.TableSizesEntryR\n" +
-	"tableSizes\x1a=\n" +
+	"tableSizes\x12\x12\n" +
+	"\x04etag\x18\t \x01(\tR\x04etag\x12,\n" +
+	"\x12witness_raft_index\x18\n" +
+	" \x01(\x04R\x10witnessRaftIndex\x126\n" +
+	"\x06tables\x18\v \x03(\v2\x1e.witnz.anchor.v1.AnchoredTableR\x06tables\x12\x1f\n" +
+	"\vobject_size\x18\f \x01(\x04R\n" +
+	"objectSize\x1a=\n" +
 	"\x0fTableSizesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x12\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"k\n" +
+	"\rAnchoredTable\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x12\n" +
+	"\x04root\x18\x03 \x01(\fR\x04root\x12\x1c\n" +
+	"\tcosigners\x18\x04 \x03(\tR\tcosigners\"\x12\n" +
 	"\x10AnchorNowRequest\"G\n" +
 	"\x11AnchorNowResponse\x122\n" +
 	"\areceipt\x18\x01 \x01(\v2\x18.witnz.anchor.v1.ReceiptR\areceipt\"*\n" +
@@ -485,12 +625,14 @@ const file_witnz_anchor_v1_anchor_proto_rawDesc = "" +
 	"\x13ListAnchorsResponse\x124\n" +
 	"\breceipts\x18\x01 \x03(\v2\x18.witnz.anchor.v1.ReceiptR\breceipts\"'\n" +
 	"\x13CheckAnchorsRequest\x12\x10\n" +
-	"\x03all\x18\x01 \x01(\bR\x03all\"\x81\x01\n" +
+	"\x03all\x18\x01 \x01(\bR\x03all\"\xc9\x01\n" +
 	"\vAnchorCheck\x122\n" +
 	"\areceipt\x18\x01 \x01(\v2\x18.witnz.anchor.v1.ReceiptR\areceipt\x12\x14\n" +
 	"\x05table\x18\x02 \x01(\tR\x05table\x12\x0e\n" +
 	"\x02ok\x18\x03 \x01(\bR\x02ok\x12\x18\n" +
-	"\aproblem\x18\x04 \x01(\tR\aproblem\"\\\n" +
+	"\aproblem\x18\x04 \x01(\tR\aproblem\x12#\n" +
+	"\ranchored_size\x18\x05 \x01(\x04R\fanchoredSize\x12!\n" +
+	"\fcurrent_size\x18\x06 \x01(\x04R\vcurrentSize\"\\\n" +
 	"\x14CheckAnchorsResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x124\n" +
 	"\x06checks\x18\x02 \x03(\v2\x1c.witnz.anchor.v1.AnchorCheckR\x06checks2\xa6\x02\n" +
@@ -512,38 +654,40 @@ func file_witnz_anchor_v1_anchor_proto_rawDescGZIP() []byte {
 	return file_witnz_anchor_v1_anchor_proto_rawDescData
 }
 
-var file_witnz_anchor_v1_anchor_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_witnz_anchor_v1_anchor_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_witnz_anchor_v1_anchor_proto_goTypes = []any{
 	(*Receipt)(nil),               // 0: witnz.anchor.v1.Receipt
-	(*AnchorNowRequest)(nil),      // 1: witnz.anchor.v1.AnchorNowRequest
-	(*AnchorNowResponse)(nil),     // 2: witnz.anchor.v1.AnchorNowResponse
-	(*ListAnchorsRequest)(nil),    // 3: witnz.anchor.v1.ListAnchorsRequest
-	(*ListAnchorsResponse)(nil),   // 4: witnz.anchor.v1.ListAnchorsResponse
-	(*CheckAnchorsRequest)(nil),   // 5: witnz.anchor.v1.CheckAnchorsRequest
-	(*AnchorCheck)(nil),           // 6: witnz.anchor.v1.AnchorCheck
-	(*CheckAnchorsResponse)(nil),  // 7: witnz.anchor.v1.CheckAnchorsResponse
-	nil,                           // 8: witnz.anchor.v1.Receipt.TableSizesEntry
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*AnchoredTable)(nil),         // 1: witnz.anchor.v1.AnchoredTable
+	(*AnchorNowRequest)(nil),      // 2: witnz.anchor.v1.AnchorNowRequest
+	(*AnchorNowResponse)(nil),     // 3: witnz.anchor.v1.AnchorNowResponse
+	(*ListAnchorsRequest)(nil),    // 4: witnz.anchor.v1.ListAnchorsRequest
+	(*ListAnchorsResponse)(nil),   // 5: witnz.anchor.v1.ListAnchorsResponse
+	(*CheckAnchorsRequest)(nil),   // 6: witnz.anchor.v1.CheckAnchorsRequest
+	(*AnchorCheck)(nil),           // 7: witnz.anchor.v1.AnchorCheck
+	(*CheckAnchorsResponse)(nil),  // 8: witnz.anchor.v1.CheckAnchorsResponse
+	nil,                           // 9: witnz.anchor.v1.Receipt.TableSizesEntry
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_witnz_anchor_v1_anchor_proto_depIdxs = []int32{
-	9,  // 0: witnz.anchor.v1.Receipt.retain_until:type_name -> google.protobuf.Timestamp
-	9,  // 1: witnz.anchor.v1.Receipt.anchored_at:type_name -> google.protobuf.Timestamp
-	8,  // 2: witnz.anchor.v1.Receipt.table_sizes:type_name -> witnz.anchor.v1.Receipt.TableSizesEntry
-	0,  // 3: witnz.anchor.v1.AnchorNowResponse.receipt:type_name -> witnz.anchor.v1.Receipt
-	0,  // 4: witnz.anchor.v1.ListAnchorsResponse.receipts:type_name -> witnz.anchor.v1.Receipt
-	0,  // 5: witnz.anchor.v1.AnchorCheck.receipt:type_name -> witnz.anchor.v1.Receipt
-	6,  // 6: witnz.anchor.v1.CheckAnchorsResponse.checks:type_name -> witnz.anchor.v1.AnchorCheck
-	1,  // 7: witnz.anchor.v1.AnchorService.AnchorNow:input_type -> witnz.anchor.v1.AnchorNowRequest
-	3,  // 8: witnz.anchor.v1.AnchorService.ListAnchors:input_type -> witnz.anchor.v1.ListAnchorsRequest
-	5,  // 9: witnz.anchor.v1.AnchorService.CheckAnchors:input_type -> witnz.anchor.v1.CheckAnchorsRequest
-	2,  // 10: witnz.anchor.v1.AnchorService.AnchorNow:output_type -> witnz.anchor.v1.AnchorNowResponse
-	4,  // 11: witnz.anchor.v1.AnchorService.ListAnchors:output_type -> witnz.anchor.v1.ListAnchorsResponse
-	7,  // 12: witnz.anchor.v1.AnchorService.CheckAnchors:output_type -> witnz.anchor.v1.CheckAnchorsResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	10, // 0: witnz.anchor.v1.Receipt.retain_until:type_name -> google.protobuf.Timestamp
+	10, // 1: witnz.anchor.v1.Receipt.anchored_at:type_name -> google.protobuf.Timestamp
+	9,  // 2: witnz.anchor.v1.Receipt.table_sizes:type_name -> witnz.anchor.v1.Receipt.TableSizesEntry
+	1,  // 3: witnz.anchor.v1.Receipt.tables:type_name -> witnz.anchor.v1.AnchoredTable
+	0,  // 4: witnz.anchor.v1.AnchorNowResponse.receipt:type_name -> witnz.anchor.v1.Receipt
+	0,  // 5: witnz.anchor.v1.ListAnchorsResponse.receipts:type_name -> witnz.anchor.v1.Receipt
+	0,  // 6: witnz.anchor.v1.AnchorCheck.receipt:type_name -> witnz.anchor.v1.Receipt
+	7,  // 7: witnz.anchor.v1.CheckAnchorsResponse.checks:type_name -> witnz.anchor.v1.AnchorCheck
+	2,  // 8: witnz.anchor.v1.AnchorService.AnchorNow:input_type -> witnz.anchor.v1.AnchorNowRequest
+	4,  // 9: witnz.anchor.v1.AnchorService.ListAnchors:input_type -> witnz.anchor.v1.ListAnchorsRequest
+	6,  // 10: witnz.anchor.v1.AnchorService.CheckAnchors:input_type -> witnz.anchor.v1.CheckAnchorsRequest
+	3,  // 11: witnz.anchor.v1.AnchorService.AnchorNow:output_type -> witnz.anchor.v1.AnchorNowResponse
+	5,  // 12: witnz.anchor.v1.AnchorService.ListAnchors:output_type -> witnz.anchor.v1.ListAnchorsResponse
+	8,  // 13: witnz.anchor.v1.AnchorService.CheckAnchors:output_type -> witnz.anchor.v1.CheckAnchorsResponse
+	11, // [11:14] is the sub-list for method output_type
+	8,  // [8:11] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_witnz_anchor_v1_anchor_proto_init() }
@@ -557,7 +701,7 @@ func file_witnz_anchor_v1_anchor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_witnz_anchor_v1_anchor_proto_rawDesc), len(file_witnz_anchor_v1_anchor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

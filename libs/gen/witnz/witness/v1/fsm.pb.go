@@ -35,6 +35,7 @@ type Command struct {
 	//	*Command_RegisterTable
 	//	*Command_StoreCheckpoint
 	//	*Command_RecordCosignRefusals
+	//	*Command_RecordAnchor
 	//	*Command_Membership
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
@@ -121,6 +122,15 @@ func (x *Command) GetRecordCosignRefusals() *RecordCosignRefusalsCommand {
 	return nil
 }
 
+func (x *Command) GetRecordAnchor() *RecordAnchorCommand {
+	if x != nil {
+		if x, ok := x.Command.(*Command_RecordAnchor); ok {
+			return x.RecordAnchor
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetMembership() *MembershipCommand {
 	if x != nil {
 		if x, ok := x.Command.(*Command_Membership); ok {
@@ -150,6 +160,11 @@ type Command_RecordCosignRefusals struct {
 	RecordCosignRefusals *RecordCosignRefusalsCommand `protobuf:"bytes,5,opt,name=record_cosign_refusals,json=recordCosignRefusals,proto3,oneof"`
 }
 
+type Command_RecordAnchor struct {
+	// A receipt of the anchor service (docs/design/0010-anchoring.md).
+	RecordAnchor *RecordAnchorCommand `protobuf:"bytes,14,opt,name=record_anchor,json=recordAnchor,proto3,oneof"`
+}
+
 type Command_Membership struct {
 	// A step of a membership change (membership.proto).
 	Membership *MembershipCommand `protobuf:"bytes,10,opt,name=membership,proto3,oneof"`
@@ -162,6 +177,8 @@ func (*Command_RegisterTable) isCommand_Command() {}
 func (*Command_StoreCheckpoint) isCommand_Command() {}
 
 func (*Command_RecordCosignRefusals) isCommand_Command() {}
+
+func (*Command_RecordAnchor) isCommand_Command() {}
 
 func (*Command_Membership) isCommand_Command() {}
 
@@ -380,6 +397,54 @@ func (x *RecordCosignRefusalsCommand) GetRefusals() []*CosignRefusal {
 	return nil
 }
 
+// RecordAnchorCommand records the receipt of an object the anchor service
+// wrote to write-once storage. Apply re-checks what every replica can: each
+// anchored table is registered, its anchored size is within its log and its
+// anchored root is the log's root at that size.
+type RecordAnchorCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Receipt       *AnchorReceipt         `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordAnchorCommand) Reset() {
+	*x = RecordAnchorCommand{}
+	mi := &file_witnz_witness_v1_fsm_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordAnchorCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordAnchorCommand) ProtoMessage() {}
+
+func (x *RecordAnchorCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_fsm_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordAnchorCommand.ProtoReflect.Descriptor instead.
+func (*RecordAnchorCommand) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_fsm_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RecordAnchorCommand) GetReceipt() *AnchorReceipt {
+	if x != nil {
+		return x.Receipt
+	}
+	return nil
+}
+
 // Rejection is what the FSM records when a command breaks an invariant.
 type Rejection struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -393,7 +458,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_witnz_witness_v1_fsm_proto_msgTypes[5]
+	mi := &file_witnz_witness_v1_fsm_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +470,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_fsm_proto_msgTypes[5]
+	mi := &file_witnz_witness_v1_fsm_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +483,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_fsm_proto_rawDescGZIP(), []int{5}
+	return file_witnz_witness_v1_fsm_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Rejection) GetRaftIndex() uint64 {
@@ -453,13 +518,14 @@ var File_witnz_witness_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_witnz_witness_v1_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x1awitnz/witness/v1/fsm.proto\x12\x10witnz.witness.v1\x1a!witnz/witness/v1/membership.proto\x1a\x1ewitnz/witness/v1/witness.proto\"\xd3\x03\n" +
+	"\x1awitnz/witness/v1/fsm.proto\x12\x10witnz.witness.v1\x1a!witnz/witness/v1/membership.proto\x1a\x1ewitnz/witness/v1/witness.proto\"\xa1\x04\n" +
 	"\aCommand\x12,\n" +
 	"\x12proposed_at_micros\x18\x01 \x01(\x03R\x10proposedAtMicros\x129\n" +
 	"\x06append\x18\x02 \x01(\v2\x1f.witnz.witness.v1.AppendCommandH\x00R\x06append\x12O\n" +
 	"\x0eregister_table\x18\x03 \x01(\v2&.witnz.witness.v1.RegisterTableCommandH\x00R\rregisterTable\x12U\n" +
 	"\x10store_checkpoint\x18\x04 \x01(\v2(.witnz.witness.v1.StoreCheckpointCommandH\x00R\x0fstoreCheckpoint\x12e\n" +
-	"\x16record_cosign_refusals\x18\x05 \x01(\v2-.witnz.witness.v1.RecordCosignRefusalsCommandH\x00R\x14recordCosignRefusals\x12E\n" +
+	"\x16record_cosign_refusals\x18\x05 \x01(\v2-.witnz.witness.v1.RecordCosignRefusalsCommandH\x00R\x14recordCosignRefusals\x12L\n" +
+	"\rrecord_anchor\x18\x0e \x01(\v2%.witnz.witness.v1.RecordAnchorCommandH\x00R\frecordAnchor\x12E\n" +
 	"\n" +
 	"membership\x18\n" +
 	" \x01(\v2#.witnz.witness.v1.MembershipCommandH\x00R\n" +
@@ -476,7 +542,9 @@ const file_witnz_witness_v1_fsm_proto_rawDesc = "" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x12\n" +
 	"\x04note\x18\x02 \x01(\fR\x04note\"Z\n" +
 	"\x1bRecordCosignRefusalsCommand\x12;\n" +
-	"\brefusals\x18\x01 \x03(\v2\x1f.witnz.witness.v1.CosignRefusalR\brefusals\"u\n" +
+	"\brefusals\x18\x01 \x03(\v2\x1f.witnz.witness.v1.CosignRefusalR\brefusals\"P\n" +
+	"\x13RecordAnchorCommand\x129\n" +
+	"\areceipt\x18\x01 \x01(\v2\x1f.witnz.witness.v1.AnchorReceiptR\areceipt\"u\n" +
 	"\tRejection\x12\x1d\n" +
 	"\n" +
 	"raft_index\x18\x01 \x01(\x04R\traftIndex\x12\x14\n" +
@@ -497,33 +565,37 @@ func file_witnz_witness_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_witnz_witness_v1_fsm_proto_rawDescData
 }
 
-var file_witnz_witness_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_witnz_witness_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_witnz_witness_v1_fsm_proto_goTypes = []any{
 	(*Command)(nil),                     // 0: witnz.witness.v1.Command
 	(*AppendCommand)(nil),               // 1: witnz.witness.v1.AppendCommand
 	(*RegisterTableCommand)(nil),        // 2: witnz.witness.v1.RegisterTableCommand
 	(*StoreCheckpointCommand)(nil),      // 3: witnz.witness.v1.StoreCheckpointCommand
 	(*RecordCosignRefusalsCommand)(nil), // 4: witnz.witness.v1.RecordCosignRefusalsCommand
-	(*Rejection)(nil),                   // 5: witnz.witness.v1.Rejection
-	(*MembershipCommand)(nil),           // 6: witnz.witness.v1.MembershipCommand
-	(*Entry)(nil),                       // 7: witnz.witness.v1.Entry
-	(TableMode)(0),                      // 8: witnz.witness.v1.TableMode
-	(*CosignRefusal)(nil),               // 9: witnz.witness.v1.CosignRefusal
+	(*RecordAnchorCommand)(nil),         // 5: witnz.witness.v1.RecordAnchorCommand
+	(*Rejection)(nil),                   // 6: witnz.witness.v1.Rejection
+	(*MembershipCommand)(nil),           // 7: witnz.witness.v1.MembershipCommand
+	(*Entry)(nil),                       // 8: witnz.witness.v1.Entry
+	(TableMode)(0),                      // 9: witnz.witness.v1.TableMode
+	(*CosignRefusal)(nil),               // 10: witnz.witness.v1.CosignRefusal
+	(*AnchorReceipt)(nil),               // 11: witnz.witness.v1.AnchorReceipt
 }
 var file_witnz_witness_v1_fsm_proto_depIdxs = []int32{
-	1, // 0: witnz.witness.v1.Command.append:type_name -> witnz.witness.v1.AppendCommand
-	2, // 1: witnz.witness.v1.Command.register_table:type_name -> witnz.witness.v1.RegisterTableCommand
-	3, // 2: witnz.witness.v1.Command.store_checkpoint:type_name -> witnz.witness.v1.StoreCheckpointCommand
-	4, // 3: witnz.witness.v1.Command.record_cosign_refusals:type_name -> witnz.witness.v1.RecordCosignRefusalsCommand
-	6, // 4: witnz.witness.v1.Command.membership:type_name -> witnz.witness.v1.MembershipCommand
-	7, // 5: witnz.witness.v1.AppendCommand.entries:type_name -> witnz.witness.v1.Entry
-	8, // 6: witnz.witness.v1.RegisterTableCommand.mode:type_name -> witnz.witness.v1.TableMode
-	9, // 7: witnz.witness.v1.RecordCosignRefusalsCommand.refusals:type_name -> witnz.witness.v1.CosignRefusal
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	1,  // 0: witnz.witness.v1.Command.append:type_name -> witnz.witness.v1.AppendCommand
+	2,  // 1: witnz.witness.v1.Command.register_table:type_name -> witnz.witness.v1.RegisterTableCommand
+	3,  // 2: witnz.witness.v1.Command.store_checkpoint:type_name -> witnz.witness.v1.StoreCheckpointCommand
+	4,  // 3: witnz.witness.v1.Command.record_cosign_refusals:type_name -> witnz.witness.v1.RecordCosignRefusalsCommand
+	5,  // 4: witnz.witness.v1.Command.record_anchor:type_name -> witnz.witness.v1.RecordAnchorCommand
+	7,  // 5: witnz.witness.v1.Command.membership:type_name -> witnz.witness.v1.MembershipCommand
+	8,  // 6: witnz.witness.v1.AppendCommand.entries:type_name -> witnz.witness.v1.Entry
+	9,  // 7: witnz.witness.v1.RegisterTableCommand.mode:type_name -> witnz.witness.v1.TableMode
+	10, // 8: witnz.witness.v1.RecordCosignRefusalsCommand.refusals:type_name -> witnz.witness.v1.CosignRefusal
+	11, // 9: witnz.witness.v1.RecordAnchorCommand.receipt:type_name -> witnz.witness.v1.AnchorReceipt
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_witnz_witness_v1_fsm_proto_init() }
@@ -538,6 +610,7 @@ func file_witnz_witness_v1_fsm_proto_init() {
 		(*Command_RegisterTable)(nil),
 		(*Command_StoreCheckpoint)(nil),
 		(*Command_RecordCosignRefusals)(nil),
+		(*Command_RecordAnchor)(nil),
 		(*Command_Membership)(nil),
 	}
 	type x struct{}
@@ -546,7 +619,7 @@ func file_witnz_witness_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_witnz_witness_v1_fsm_proto_rawDesc), len(file_witnz_witness_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

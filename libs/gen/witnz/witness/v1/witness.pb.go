@@ -1897,6 +1897,402 @@ func (x *GetStateDigestResponse) GetBuckets() []*BucketDigest {
 	return nil
 }
 
+// AnchoredCheckpoint is one table's cosigned checkpoint as an anchored
+// object holds it.
+type AnchoredCheckpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "schema.table"
+	Table string `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Size  uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// RFC 6962 root at size (32 bytes).
+	Root          []byte `protobuf:"bytes,3,opt,name=root,proto3" json:"root,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnchoredCheckpoint) Reset() {
+	*x = AnchoredCheckpoint{}
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnchoredCheckpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnchoredCheckpoint) ProtoMessage() {}
+
+func (x *AnchoredCheckpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnchoredCheckpoint.ProtoReflect.Descriptor instead.
+func (*AnchoredCheckpoint) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *AnchoredCheckpoint) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *AnchoredCheckpoint) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *AnchoredCheckpoint) GetRoot() []byte {
+	if x != nil {
+		return x.Root
+	}
+	return nil
+}
+
+// AnchorReceipt says where the anchor service wrote an object holding the
+// cosigned checkpoints of every table, and what the store answered.
+type AnchorReceipt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sink kind: "s3" or "dir".
+	Sink string `protobuf:"bytes,1,opt,name=sink,proto3" json:"sink,omitempty"`
+	// S3 bucket, or the directory of a dir sink.
+	Bucket string `protobuf:"bytes,2,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	Key    string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	// S3 object version id; empty for a dir sink.
+	VersionId string `protobuf:"bytes,4,opt,name=version_id,json=versionId,proto3" json:"version_id,omitempty"`
+	Etag      string `protobuf:"bytes,5,opt,name=etag,proto3" json:"etag,omitempty"`
+	// SHA-256 of the object's bytes (32 bytes).
+	Sha256 []byte `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Object Lock retain-until, microseconds since the Unix epoch; 0 when the
+	// sink has no retention (dir).
+	RetainUntilMicros int64 `protobuf:"varint,7,opt,name=retain_until_micros,json=retainUntilMicros,proto3" json:"retain_until_micros,omitempty"`
+	// When the anchor service wrote the object, microseconds since the Unix
+	// epoch.
+	AnchoredAtMicros int64                 `protobuf:"varint,8,opt,name=anchored_at_micros,json=anchoredAtMicros,proto3" json:"anchored_at_micros,omitempty"`
+	Checkpoints      []*AnchoredCheckpoint `protobuf:"bytes,9,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	// Raft index of the command that recorded it (set by the state machine).
+	RaftIndex     uint64 `protobuf:"varint,10,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnchorReceipt) Reset() {
+	*x = AnchorReceipt{}
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnchorReceipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnchorReceipt) ProtoMessage() {}
+
+func (x *AnchorReceipt) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnchorReceipt.ProtoReflect.Descriptor instead.
+func (*AnchorReceipt) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AnchorReceipt) GetSink() string {
+	if x != nil {
+		return x.Sink
+	}
+	return ""
+}
+
+func (x *AnchorReceipt) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+func (x *AnchorReceipt) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *AnchorReceipt) GetVersionId() string {
+	if x != nil {
+		return x.VersionId
+	}
+	return ""
+}
+
+func (x *AnchorReceipt) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *AnchorReceipt) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *AnchorReceipt) GetRetainUntilMicros() int64 {
+	if x != nil {
+		return x.RetainUntilMicros
+	}
+	return 0
+}
+
+func (x *AnchorReceipt) GetAnchoredAtMicros() int64 {
+	if x != nil {
+		return x.AnchoredAtMicros
+	}
+	return 0
+}
+
+func (x *AnchorReceipt) GetCheckpoints() []*AnchoredCheckpoint {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+func (x *AnchorReceipt) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
+type RecordAnchorRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Receipt       *AnchorReceipt         `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordAnchorRequest) Reset() {
+	*x = RecordAnchorRequest{}
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordAnchorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordAnchorRequest) ProtoMessage() {}
+
+func (x *RecordAnchorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordAnchorRequest.ProtoReflect.Descriptor instead.
+func (*RecordAnchorRequest) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RecordAnchorRequest) GetReceipt() *AnchorReceipt {
+	if x != nil {
+		return x.Receipt
+	}
+	return nil
+}
+
+type RecordAnchorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RaftIndex     uint64                 `protobuf:"varint,1,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordAnchorResponse) Reset() {
+	*x = RecordAnchorResponse{}
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordAnchorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordAnchorResponse) ProtoMessage() {}
+
+func (x *RecordAnchorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordAnchorResponse.ProtoReflect.Descriptor instead.
+func (*RecordAnchorResponse) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RecordAnchorResponse) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
+type ListAnchorReceiptsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only receipts that anchor this table ("schema.table"); empty: all.
+	Table string `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// With table: only receipts whose checkpoint of the table has at least
+	// this size (to find one covering the entry at seq, ask min_size seq+1).
+	MinSize uint64 `protobuf:"varint,2,opt,name=min_size,json=minSize,proto3" json:"min_size,omitempty"`
+	// At most this many, newest first; 0 means all the node keeps.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAnchorReceiptsRequest) Reset() {
+	*x = ListAnchorReceiptsRequest{}
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAnchorReceiptsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAnchorReceiptsRequest) ProtoMessage() {}
+
+func (x *ListAnchorReceiptsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAnchorReceiptsRequest.ProtoReflect.Descriptor instead.
+func (*ListAnchorReceiptsRequest) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListAnchorReceiptsRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *ListAnchorReceiptsRequest) GetMinSize() uint64 {
+	if x != nil {
+		return x.MinSize
+	}
+	return 0
+}
+
+func (x *ListAnchorReceiptsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListAnchorReceiptsResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Receipts []*AnchorReceipt       `protobuf:"bytes,1,rep,name=receipts,proto3" json:"receipts,omitempty"`
+	// Receipts recorded in all (the node keeps the last ones only).
+	Total         uint64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAnchorReceiptsResponse) Reset() {
+	*x = ListAnchorReceiptsResponse{}
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAnchorReceiptsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAnchorReceiptsResponse) ProtoMessage() {}
+
+func (x *ListAnchorReceiptsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_witness_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAnchorReceiptsResponse.ProtoReflect.Descriptor instead.
+func (*ListAnchorReceiptsResponse) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_witness_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListAnchorReceiptsResponse) GetReceipts() []*AnchorReceipt {
+	if x != nil {
+		return x.Receipts
+	}
+	return nil
+}
+
+func (x *ListAnchorReceiptsResponse) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
 var File_witnz_witness_v1_witness_proto protoreflect.FileDescriptor
 
 const file_witnz_witness_v1_witness_proto_rawDesc = "" +
@@ -2036,7 +2432,37 @@ const file_witnz_witness_v1_witness_proto_rawDesc = "" +
 	"\x16GetStateDigestResponse\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x04R\x04size\x12\x12\n" +
 	"\x04root\x18\x02 \x01(\fR\x04root\x128\n" +
-	"\abuckets\x18\x03 \x03(\v2\x1e.witnz.witness.v1.BucketDigestR\abuckets*\xc8\x01\n" +
+	"\abuckets\x18\x03 \x03(\v2\x1e.witnz.witness.v1.BucketDigestR\abuckets\"R\n" +
+	"\x12AnchoredCheckpoint\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x12\n" +
+	"\x04root\x18\x03 \x01(\fR\x04root\"\xdd\x02\n" +
+	"\rAnchorReceipt\x12\x12\n" +
+	"\x04sink\x18\x01 \x01(\tR\x04sink\x12\x16\n" +
+	"\x06bucket\x18\x02 \x01(\tR\x06bucket\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\x12\x1d\n" +
+	"\n" +
+	"version_id\x18\x04 \x01(\tR\tversionId\x12\x12\n" +
+	"\x04etag\x18\x05 \x01(\tR\x04etag\x12\x16\n" +
+	"\x06sha256\x18\x06 \x01(\fR\x06sha256\x12.\n" +
+	"\x13retain_until_micros\x18\a \x01(\x03R\x11retainUntilMicros\x12,\n" +
+	"\x12anchored_at_micros\x18\b \x01(\x03R\x10anchoredAtMicros\x12F\n" +
+	"\vcheckpoints\x18\t \x03(\v2$.witnz.witness.v1.AnchoredCheckpointR\vcheckpoints\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\n" +
+	" \x01(\x04R\traftIndex\"P\n" +
+	"\x13RecordAnchorRequest\x129\n" +
+	"\areceipt\x18\x01 \x01(\v2\x1f.witnz.witness.v1.AnchorReceiptR\areceipt\"5\n" +
+	"\x14RecordAnchorResponse\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\x01 \x01(\x04R\traftIndex\"b\n" +
+	"\x19ListAnchorReceiptsRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x19\n" +
+	"\bmin_size\x18\x02 \x01(\x04R\aminSize\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"o\n" +
+	"\x1aListAnchorReceiptsResponse\x12;\n" +
+	"\breceipts\x18\x01 \x03(\v2\x1f.witnz.witness.v1.AnchorReceiptR\breceipts\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x04R\x05total*\xc8\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vOP_BASELINE\x10\x01\x12\r\n" +
@@ -2069,7 +2495,7 @@ const file_witnz_witness_v1_witness_proto_rawDesc = "" +
 	"\x18COSIGN_REFUSAL_KIND_FORK\x10\x03\x12'\n" +
 	"#COSIGN_REFUSAL_KIND_POLICY_MISMATCH\x10\x04\x12+\n" +
 	"'COSIGN_REFUSAL_KIND_INVALID_COSIGNATURE\x10\x05\x12*\n" +
-	"&COSIGN_REFUSAL_KIND_HISTORY_UNVERIFIED\x10\x062\xbb\x06\n" +
+	"&COSIGN_REFUSAL_KIND_HISTORY_UNVERIFIED\x10\x062\x92\b\n" +
 	"\x0eWitnessService\x12M\n" +
 	"\x06Append\x12\x1f.witnz.witness.v1.AppendRequest\x1a .witnz.witness.v1.AppendResponse\"\x00\x12b\n" +
 	"\rRegisterTable\x12&.witnz.witness.v1.RegisterTableRequest\x1a'.witnz.witness.v1.RegisterTableResponse\"\x00\x12Y\n" +
@@ -2079,7 +2505,9 @@ const file_witnz_witness_v1_witness_proto_rawDesc = "" +
 	"\x11GetInclusionProof\x12*.witnz.witness.v1.GetInclusionProofRequest\x1a+.witnz.witness.v1.GetInclusionProofResponse\"\x03\x90\x02\x01\x12w\n" +
 	"\x13GetConsistencyProof\x12,.witnz.witness.v1.GetConsistencyProofRequest\x1a-.witnz.witness.v1.GetConsistencyProofResponse\"\x03\x90\x02\x01\x12e\n" +
 	"\rGetCheckpoint\x12&.witnz.witness.v1.GetCheckpointRequest\x1a'.witnz.witness.v1.GetCheckpointResponse\"\x03\x90\x02\x01\x12h\n" +
-	"\x0eGetStateDigest\x12'.witnz.witness.v1.GetStateDigestRequest\x1a(.witnz.witness.v1.GetStateDigestResponse\"\x03\x90\x02\x01B\xc2\x01\n" +
+	"\x0eGetStateDigest\x12'.witnz.witness.v1.GetStateDigestRequest\x1a(.witnz.witness.v1.GetStateDigestResponse\"\x03\x90\x02\x01\x12_\n" +
+	"\fRecordAnchor\x12%.witnz.witness.v1.RecordAnchorRequest\x1a&.witnz.witness.v1.RecordAnchorResponse\"\x00\x12t\n" +
+	"\x12ListAnchorReceipts\x12+.witnz.witness.v1.ListAnchorReceiptsRequest\x1a,.witnz.witness.v1.ListAnchorReceiptsResponse\"\x03\x90\x02\x01B\xc2\x01\n" +
 	"\x14com.witnz.witness.v1B\fWitnessProtoP\x01Z:github.com/witnz/witnz/libs/gen/witnz/witness/v1;witnessv1\xa2\x02\x03WWX\xaa\x02\x10Witnz.Witness.V1\xca\x02\x10Witnz\\Witness\\V1\xe2\x02\x1cWitnz\\Witness\\V1\\GPBMetadata\xea\x02\x12Witnz::Witness::V1b\x06proto3"
 
 var (
@@ -2095,7 +2523,7 @@ func file_witnz_witness_v1_witness_proto_rawDescGZIP() []byte {
 }
 
 var file_witnz_witness_v1_witness_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_witnz_witness_v1_witness_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_witnz_witness_v1_witness_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_witnz_witness_v1_witness_proto_goTypes = []any{
 	(Op)(0),                             // 0: witnz.witness.v1.Op
 	(TableMode)(0),                      // 1: witnz.witness.v1.TableMode
@@ -2123,7 +2551,13 @@ var file_witnz_witness_v1_witness_proto_goTypes = []any{
 	(*GetStateDigestRequest)(nil),       // 23: witnz.witness.v1.GetStateDigestRequest
 	(*BucketDigest)(nil),                // 24: witnz.witness.v1.BucketDigest
 	(*GetStateDigestResponse)(nil),      // 25: witnz.witness.v1.GetStateDigestResponse
-	(*timestamppb.Timestamp)(nil),       // 26: google.protobuf.Timestamp
+	(*AnchoredCheckpoint)(nil),          // 26: witnz.witness.v1.AnchoredCheckpoint
+	(*AnchorReceipt)(nil),               // 27: witnz.witness.v1.AnchorReceipt
+	(*RecordAnchorRequest)(nil),         // 28: witnz.witness.v1.RecordAnchorRequest
+	(*RecordAnchorResponse)(nil),        // 29: witnz.witness.v1.RecordAnchorResponse
+	(*ListAnchorReceiptsRequest)(nil),   // 30: witnz.witness.v1.ListAnchorReceiptsRequest
+	(*ListAnchorReceiptsResponse)(nil),  // 31: witnz.witness.v1.ListAnchorReceiptsResponse
+	(*timestamppb.Timestamp)(nil),       // 32: google.protobuf.Timestamp
 }
 var file_witnz_witness_v1_witness_proto_depIdxs = []int32{
 	0,  // 0: witnz.witness.v1.Entry.op:type_name -> witnz.witness.v1.Op
@@ -2138,29 +2572,36 @@ var file_witnz_witness_v1_witness_proto_depIdxs = []int32{
 	14, // 9: witnz.witness.v1.GetStatusResponse.cosign_refusals:type_name -> witnz.witness.v1.CosignRefusal
 	3,  // 10: witnz.witness.v1.CosignRefusal.kind:type_name -> witnz.witness.v1.CosignRefusalKind
 	5,  // 11: witnz.witness.v1.GetEntriesResponse.entries:type_name -> witnz.witness.v1.LoggedEntry
-	26, // 12: witnz.witness.v1.GetCheckpointResponse.created_at:type_name -> google.protobuf.Timestamp
+	32, // 12: witnz.witness.v1.GetCheckpointResponse.created_at:type_name -> google.protobuf.Timestamp
 	24, // 13: witnz.witness.v1.GetStateDigestResponse.buckets:type_name -> witnz.witness.v1.BucketDigest
-	6,  // 14: witnz.witness.v1.WitnessService.Append:input_type -> witnz.witness.v1.AppendRequest
-	8,  // 15: witnz.witness.v1.WitnessService.RegisterTable:input_type -> witnz.witness.v1.RegisterTableRequest
-	10, // 16: witnz.witness.v1.WitnessService.GetStatus:input_type -> witnz.witness.v1.GetStatusRequest
-	15, // 17: witnz.witness.v1.WitnessService.GetEntries:input_type -> witnz.witness.v1.GetEntriesRequest
-	17, // 18: witnz.witness.v1.WitnessService.GetInclusionProof:input_type -> witnz.witness.v1.GetInclusionProofRequest
-	19, // 19: witnz.witness.v1.WitnessService.GetConsistencyProof:input_type -> witnz.witness.v1.GetConsistencyProofRequest
-	21, // 20: witnz.witness.v1.WitnessService.GetCheckpoint:input_type -> witnz.witness.v1.GetCheckpointRequest
-	23, // 21: witnz.witness.v1.WitnessService.GetStateDigest:input_type -> witnz.witness.v1.GetStateDigestRequest
-	7,  // 22: witnz.witness.v1.WitnessService.Append:output_type -> witnz.witness.v1.AppendResponse
-	9,  // 23: witnz.witness.v1.WitnessService.RegisterTable:output_type -> witnz.witness.v1.RegisterTableResponse
-	13, // 24: witnz.witness.v1.WitnessService.GetStatus:output_type -> witnz.witness.v1.GetStatusResponse
-	16, // 25: witnz.witness.v1.WitnessService.GetEntries:output_type -> witnz.witness.v1.GetEntriesResponse
-	18, // 26: witnz.witness.v1.WitnessService.GetInclusionProof:output_type -> witnz.witness.v1.GetInclusionProofResponse
-	20, // 27: witnz.witness.v1.WitnessService.GetConsistencyProof:output_type -> witnz.witness.v1.GetConsistencyProofResponse
-	22, // 28: witnz.witness.v1.WitnessService.GetCheckpoint:output_type -> witnz.witness.v1.GetCheckpointResponse
-	25, // 29: witnz.witness.v1.WitnessService.GetStateDigest:output_type -> witnz.witness.v1.GetStateDigestResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	26, // 14: witnz.witness.v1.AnchorReceipt.checkpoints:type_name -> witnz.witness.v1.AnchoredCheckpoint
+	27, // 15: witnz.witness.v1.RecordAnchorRequest.receipt:type_name -> witnz.witness.v1.AnchorReceipt
+	27, // 16: witnz.witness.v1.ListAnchorReceiptsResponse.receipts:type_name -> witnz.witness.v1.AnchorReceipt
+	6,  // 17: witnz.witness.v1.WitnessService.Append:input_type -> witnz.witness.v1.AppendRequest
+	8,  // 18: witnz.witness.v1.WitnessService.RegisterTable:input_type -> witnz.witness.v1.RegisterTableRequest
+	10, // 19: witnz.witness.v1.WitnessService.GetStatus:input_type -> witnz.witness.v1.GetStatusRequest
+	15, // 20: witnz.witness.v1.WitnessService.GetEntries:input_type -> witnz.witness.v1.GetEntriesRequest
+	17, // 21: witnz.witness.v1.WitnessService.GetInclusionProof:input_type -> witnz.witness.v1.GetInclusionProofRequest
+	19, // 22: witnz.witness.v1.WitnessService.GetConsistencyProof:input_type -> witnz.witness.v1.GetConsistencyProofRequest
+	21, // 23: witnz.witness.v1.WitnessService.GetCheckpoint:input_type -> witnz.witness.v1.GetCheckpointRequest
+	23, // 24: witnz.witness.v1.WitnessService.GetStateDigest:input_type -> witnz.witness.v1.GetStateDigestRequest
+	28, // 25: witnz.witness.v1.WitnessService.RecordAnchor:input_type -> witnz.witness.v1.RecordAnchorRequest
+	30, // 26: witnz.witness.v1.WitnessService.ListAnchorReceipts:input_type -> witnz.witness.v1.ListAnchorReceiptsRequest
+	7,  // 27: witnz.witness.v1.WitnessService.Append:output_type -> witnz.witness.v1.AppendResponse
+	9,  // 28: witnz.witness.v1.WitnessService.RegisterTable:output_type -> witnz.witness.v1.RegisterTableResponse
+	13, // 29: witnz.witness.v1.WitnessService.GetStatus:output_type -> witnz.witness.v1.GetStatusResponse
+	16, // 30: witnz.witness.v1.WitnessService.GetEntries:output_type -> witnz.witness.v1.GetEntriesResponse
+	18, // 31: witnz.witness.v1.WitnessService.GetInclusionProof:output_type -> witnz.witness.v1.GetInclusionProofResponse
+	20, // 32: witnz.witness.v1.WitnessService.GetConsistencyProof:output_type -> witnz.witness.v1.GetConsistencyProofResponse
+	22, // 33: witnz.witness.v1.WitnessService.GetCheckpoint:output_type -> witnz.witness.v1.GetCheckpointResponse
+	25, // 34: witnz.witness.v1.WitnessService.GetStateDigest:output_type -> witnz.witness.v1.GetStateDigestResponse
+	29, // 35: witnz.witness.v1.WitnessService.RecordAnchor:output_type -> witnz.witness.v1.RecordAnchorResponse
+	31, // 36: witnz.witness.v1.WitnessService.ListAnchorReceipts:output_type -> witnz.witness.v1.ListAnchorReceiptsResponse
+	27, // [27:37] is the sub-list for method output_type
+	17, // [17:27] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_witnz_witness_v1_witness_proto_init() }
@@ -2174,7 +2615,7 @@ func file_witnz_witness_v1_witness_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_witnz_witness_v1_witness_proto_rawDesc), len(file_witnz_witness_v1_witness_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   22,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

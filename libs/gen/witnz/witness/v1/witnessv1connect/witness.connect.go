@@ -56,6 +56,12 @@ const (
 	// WitnessServiceGetStateDigestProcedure is the fully-qualified name of the WitnessService's
 	// GetStateDigest RPC.
 	WitnessServiceGetStateDigestProcedure = "/witnz.witness.v1.WitnessService/GetStateDigest"
+	// WitnessServiceRecordAnchorProcedure is the fully-qualified name of the WitnessService's
+	// RecordAnchor RPC.
+	WitnessServiceRecordAnchorProcedure = "/witnz.witness.v1.WitnessService/RecordAnchor"
+	// WitnessServiceListAnchorReceiptsProcedure is the fully-qualified name of the WitnessService's
+	// ListAnchorReceipts RPC.
+	WitnessServiceListAnchorReceiptsProcedure = "/witnz.witness.v1.WitnessService/ListAnchorReceipts"
 )
 
 // WitnessServiceClient is a client for the witnz.witness.v1.WitnessService service.
@@ -84,6 +90,12 @@ type WitnessServiceClient interface {
 	// GetStateDigest returns the per-bucket state digest of a table as of a
 	// log position.
 	GetStateDigest(context.Context, *connect.Request[v1.GetStateDigestRequest]) (*connect.Response[v1.GetStateDigestResponse], error)
+	// RecordAnchor commits an anchor receipt to the replicated log. Only the
+	// anchor service identity may call it; a follower answers like Append.
+	RecordAnchor(context.Context, *connect.Request[v1.RecordAnchorRequest]) (*connect.Response[v1.RecordAnchorResponse], error)
+	// ListAnchorReceipts returns the anchor receipts this node's replica
+	// holds, newest first (docs/design/0010-anchoring.md).
+	ListAnchorReceipts(context.Context, *connect.Request[v1.ListAnchorReceiptsRequest]) (*connect.Response[v1.ListAnchorReceiptsResponse], error)
 }
 
 // NewWitnessServiceClient constructs a client for the witnz.witness.v1.WitnessService service. By
@@ -151,6 +163,19 @@ func NewWitnessServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		recordAnchor: connect.NewClient[v1.RecordAnchorRequest, v1.RecordAnchorResponse](
+			httpClient,
+			baseURL+WitnessServiceRecordAnchorProcedure,
+			connect.WithSchema(witnessServiceMethods.ByName("RecordAnchor")),
+			connect.WithClientOptions(opts...),
+		),
+		listAnchorReceipts: connect.NewClient[v1.ListAnchorReceiptsRequest, v1.ListAnchorReceiptsResponse](
+			httpClient,
+			baseURL+WitnessServiceListAnchorReceiptsProcedure,
+			connect.WithSchema(witnessServiceMethods.ByName("ListAnchorReceipts")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -164,6 +189,8 @@ type witnessServiceClient struct {
 	getConsistencyProof *connect.Client[v1.GetConsistencyProofRequest, v1.GetConsistencyProofResponse]
 	getCheckpoint       *connect.Client[v1.GetCheckpointRequest, v1.GetCheckpointResponse]
 	getStateDigest      *connect.Client[v1.GetStateDigestRequest, v1.GetStateDigestResponse]
+	recordAnchor        *connect.Client[v1.RecordAnchorRequest, v1.RecordAnchorResponse]
+	listAnchorReceipts  *connect.Client[v1.ListAnchorReceiptsRequest, v1.ListAnchorReceiptsResponse]
 }
 
 // Append calls witnz.witness.v1.WitnessService.Append.
@@ -206,6 +233,16 @@ func (c *witnessServiceClient) GetStateDigest(ctx context.Context, req *connect.
 	return c.getStateDigest.CallUnary(ctx, req)
 }
 
+// RecordAnchor calls witnz.witness.v1.WitnessService.RecordAnchor.
+func (c *witnessServiceClient) RecordAnchor(ctx context.Context, req *connect.Request[v1.RecordAnchorRequest]) (*connect.Response[v1.RecordAnchorResponse], error) {
+	return c.recordAnchor.CallUnary(ctx, req)
+}
+
+// ListAnchorReceipts calls witnz.witness.v1.WitnessService.ListAnchorReceipts.
+func (c *witnessServiceClient) ListAnchorReceipts(ctx context.Context, req *connect.Request[v1.ListAnchorReceiptsRequest]) (*connect.Response[v1.ListAnchorReceiptsResponse], error) {
+	return c.listAnchorReceipts.CallUnary(ctx, req)
+}
+
 // WitnessServiceHandler is an implementation of the witnz.witness.v1.WitnessService service.
 type WitnessServiceHandler interface {
 	// Append commits a batch of entries for one table through Raft. Only the
@@ -232,6 +269,12 @@ type WitnessServiceHandler interface {
 	// GetStateDigest returns the per-bucket state digest of a table as of a
 	// log position.
 	GetStateDigest(context.Context, *connect.Request[v1.GetStateDigestRequest]) (*connect.Response[v1.GetStateDigestResponse], error)
+	// RecordAnchor commits an anchor receipt to the replicated log. Only the
+	// anchor service identity may call it; a follower answers like Append.
+	RecordAnchor(context.Context, *connect.Request[v1.RecordAnchorRequest]) (*connect.Response[v1.RecordAnchorResponse], error)
+	// ListAnchorReceipts returns the anchor receipts this node's replica
+	// holds, newest first (docs/design/0010-anchoring.md).
+	ListAnchorReceipts(context.Context, *connect.Request[v1.ListAnchorReceiptsRequest]) (*connect.Response[v1.ListAnchorReceiptsResponse], error)
 }
 
 // NewWitnessServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -295,6 +338,19 @@ func NewWitnessServiceHandler(svc WitnessServiceHandler, opts ...connect.Handler
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	witnessServiceRecordAnchorHandler := connect.NewUnaryHandler(
+		WitnessServiceRecordAnchorProcedure,
+		svc.RecordAnchor,
+		connect.WithSchema(witnessServiceMethods.ByName("RecordAnchor")),
+		connect.WithHandlerOptions(opts...),
+	)
+	witnessServiceListAnchorReceiptsHandler := connect.NewUnaryHandler(
+		WitnessServiceListAnchorReceiptsProcedure,
+		svc.ListAnchorReceipts,
+		connect.WithSchema(witnessServiceMethods.ByName("ListAnchorReceipts")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/witnz.witness.v1.WitnessService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case WitnessServiceAppendProcedure:
@@ -313,6 +369,10 @@ func NewWitnessServiceHandler(svc WitnessServiceHandler, opts ...connect.Handler
 			witnessServiceGetCheckpointHandler.ServeHTTP(w, r)
 		case WitnessServiceGetStateDigestProcedure:
 			witnessServiceGetStateDigestHandler.ServeHTTP(w, r)
+		case WitnessServiceRecordAnchorProcedure:
+			witnessServiceRecordAnchorHandler.ServeHTTP(w, r)
+		case WitnessServiceListAnchorReceiptsProcedure:
+			witnessServiceListAnchorReceiptsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -352,4 +412,12 @@ func (UnimplementedWitnessServiceHandler) GetCheckpoint(context.Context, *connec
 
 func (UnimplementedWitnessServiceHandler) GetStateDigest(context.Context, *connect.Request[v1.GetStateDigestRequest]) (*connect.Response[v1.GetStateDigestResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("witnz.witness.v1.WitnessService.GetStateDigest is not implemented"))
+}
+
+func (UnimplementedWitnessServiceHandler) RecordAnchor(context.Context, *connect.Request[v1.RecordAnchorRequest]) (*connect.Response[v1.RecordAnchorResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("witnz.witness.v1.WitnessService.RecordAnchor is not implemented"))
+}
+
+func (UnimplementedWitnessServiceHandler) ListAnchorReceipts(context.Context, *connect.Request[v1.ListAnchorReceiptsRequest]) (*connect.Response[v1.ListAnchorReceiptsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("witnz.witness.v1.WitnessService.ListAnchorReceipts is not implemented"))
 }

@@ -1,0 +1,271 @@
+package app_test
+
+import (
+	"context"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	anchorv1 "github.com/witnz/witnz/libs/gen/witnz/anchor/v1"
+	"github.com/witnz/witnz/libs/gen/witnz/anchor/v1/anchorv1connect"
+	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
+	"github.com/witnz/witnz/libs/mtls"
+	"github.com/witnz/witnz/libs/pki"
+	"github.com/witnz/witnz/services/anchor/internal/app"
+	"github.com/witnz/witnz/services/anchor/internal/config"
+	"github.com/witnz/witnz/services/anchor/internal/object"
+)
+
+const (
+	audit    = "public.audit_log"
+	payments = "billing.payments"
+)
+
+// anchorSvc is a running anchor service and an operator client of it.
+type anchorSvc struct {
+	svc    *app.Service
+	client anchorv1connect.AnchorServiceClient
+	stop   func()
+}
+
+// startAnchor runs the anchor service with cfg completed by the stack's
+// certificates and policy; stop ends it (also at cleanup).
+func startAnchor(t *testing.T, s *stack, cfg config.Config, opts ...app.Options) *anchorSvc {
+	t.Helper()
+	p := pki.PathsFor(s.pkiDir, mtls.Service("anchor"))
+	cfg.Listen = "127.0.0.1:0"
+	cfg.TLS = mtls.Files{Cert: p.Cert, Key: p.Key, CA: p.CA}
+	if cfg.PolicyFile == "" {
+		cfg.PolicyFile = s.policy
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = time.Hour
+	}
+	svc, err := app.New(t.Context(), cfg, testLogger(t, "anchor"), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("anchor Run: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	client := anchorv1connect.NewAnchorServiceClient(s.tls(t, operator).HTTPClient(), "https://"+svc.Addr().String())
+	return &anchorSvc{svc: svc, client: client, stop: stop}
+}
+
+func (a *anchorSvc) anchorNow(t *testing.T) *anchorv1.Receipt {
+	t.Helper()
+	resp, err := a.client.AnchorNow(t.Context(), connect.NewRequest(&anchorv1.AnchorNowRequest{}))
+	if err != nil {
+		t.Fatalf("AnchorNow: %v", err)
+	}
+	return resp.Msg.GetReceipt()
+}
+
+func (a *anchorSvc) check(t *testing.T, all bool) *anchorv1.CheckAnchorsResponse {
+	t.Helper()
+	resp, err := a.client.CheckAnchors(t.Context(), connect.NewRequest(&anchorv1.CheckAnchorsRequest{All: all}))
+	if err != nil {
+		t.Fatalf("CheckAnchors: %v", err)
+	}
+	return resp.Msg
+}
+
+// problems lists the failed checks as "table: problem".
+func problems(r *anchorv1.CheckAnchorsResponse) string {
+	var out []string
+	for _, c := range r.GetChecks() {
+		if !c.GetOk() {
+			out = append(out, c.GetTable()+": "+c.GetProblem())
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestAnchorDirEndToEnd anchors a real witness cluster's checkpoints in a
+// dir sink: the receipt reaches every witness node and survives a node's
+// restart, checks pass while the logs grow, and a missing or corrupted
+// object is reported precisely.
+func TestAnchorDirEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster of witness processes")
+	}
+	s := newStack(t, 3)
+	c := newCluster(t, s, 3)
+	c.appendRows(t, audit, 100, 5, "")
+	c.appendRows(t, payments, 100, 3, "")
+	c.waitCheckpoint(t, audit, 5)
+	c.waitCheckpoint(t, payments, 3)
+
+	sinkDir := filepath.Join(t.TempDir(), "anchors")
+	a := startAnchor(t, s, config.Config{Witnesses: c.urls(), Sink: config.SinkDir, SinkDir: sinkDir, DataDir: t.TempDir()})
+	r := a.anchorNow(t)
+	if r.GetSink() != "dir" || r.GetBucket() != sinkDir || r.GetWitnessRaftIndex() == 0 || r.GetTableSizes()[audit] != 5 || r.GetTableSizes()[payments] != 3 {
+		t.Fatalf("receipt %v", r)
+	}
+	body, err := os.ReadFile(filepath.Join(sinkDir, r.GetKey()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := object.Parse(body)
+	if err != nil || len(obj.Tables) != 2 || obj.Tables[0].Table != payments || len(obj.Tables[1].Cosigners) < 2 {
+		t.Fatalf("object %s: %+v, %v", body, obj, err)
+	}
+
+	// Every node holds the receipt, as the witness log recorded it.
+	hasReceipt := func(nd *node) (bool, string) {
+		resp, err := nd.client.ListAnchorReceipts(t.Context(), connect.NewRequest(&witnessv1.ListAnchorReceiptsRequest{Table: audit, MinSize: 5}))
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, wr := range resp.Msg.GetReceipts() {
+			if wr.GetKey() == r.GetKey() && hex.EncodeToString(wr.GetSha256()) == r.GetChecksumSha256() && wr.GetRaftIndex() == r.GetWitnessRaftIndex() {
+				return true, ""
+			}
+		}
+		return false, nd.id + " lacks the receipt"
+	}
+	for _, nd := range c.nodes {
+		waitFor(t, "the receipt on "+nd.id, func() (bool, string) { return hasReceipt(nd) })
+	}
+	// The schedule anchors at start too (no receipt yet), so there may be
+	// two.
+	list, err := a.client.ListAnchors(t.Context(), connect.NewRequest(&anchorv1.ListAnchorsRequest{}))
+	if err != nil || !hasKey(list.Msg.GetReceipts(), r.GetKey()) {
+		t.Fatalf("ListAnchors = %v, %v; want the receipt of %s", list, err, r.GetKey())
+	}
+
+	if res := a.check(t, false); !res.GetOk() || len(res.GetChecks()) != 2 {
+		t.Fatalf("check after anchoring: ok=%v %d checks\n%s", res.GetOk(), len(res.GetChecks()), problems(res))
+	}
+
+	// The log grows: the anchored checkpoint is proved to be a prefix.
+	c.appendRows(t, audit, 200, 4, "")
+	c.waitCheckpoint(t, audit, 9)
+	res := a.check(t, false)
+	if !res.GetOk() {
+		t.Fatalf("check after growth failed:\n%s", problems(res))
+	}
+	for _, ck := range res.GetChecks() {
+		if ck.GetTable() == audit && (ck.GetAnchoredSize() != 5 || ck.GetCurrentSize() != 9) {
+			t.Fatalf("check of %s: anchored %d current %d, want 5 and 9", audit, ck.GetAnchoredSize(), ck.GetCurrentSize())
+		}
+	}
+
+	// A node restarted replays its log: the receipt is still there.
+	w2 := c.nodes[1]
+	w2.stop(t)
+	c.start(t, w2)
+	waitFor(t, "the receipt on w2 after its restart", func() (bool, string) { return hasReceipt(w2) })
+
+	// A second anchor; then the first object disappears and the second is
+	// changed on disk (root can do both to a dir sink).
+	r2 := a.anchorNow(t)
+	first, second := filepath.Join(sinkDir, r.GetKey()), filepath.Join(sinkDir, r2.GetKey())
+	if err := os.Remove(first); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(second, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b2, err := os.ReadFile(second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(second, b2[:len(b2)/2], 0o444); err != nil {
+		t.Fatal(err)
+	}
+	res = a.check(t, true)
+	if res.GetOk() {
+		t.Fatal("check passed with a missing and a truncated object")
+	}
+	got := problems(res)
+	for _, want := range []string{
+		"anchor object " + r.GetKey() + " in dir sink " + sinkDir + " is missing",
+		"anchor object " + r2.GetKey() + " in dir sink " + sinkDir + " is corrupted",
+		"it is truncated",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems lack %q:\n%s", want, got)
+		}
+	}
+}
+
+// TestAnchorCatchesForgedHistory replaces the whole witness cluster by
+// one whose nodes agree among themselves on another history, cosigned
+// with the same keys (an attacker holding every node) and then with new
+// keys: the check against the anchored object fails, naming the table.
+func TestAnchorCatchesForgedHistory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts clusters of witness processes")
+	}
+	s := newStack(t, 3)
+	real := newCluster(t, s, 3)
+	real.appendRows(t, audit, 100, 5, "")
+	real.waitCheckpoint(t, audit, 5)
+	sinkDir, dataDir := filepath.Join(t.TempDir(), "anchors"), t.TempDir()
+	a := startAnchor(t, s, config.Config{Witnesses: real.urls(), Sink: config.SinkDir, SinkDir: sinkDir, DataDir: dataDir})
+	a.anchorNow(t)
+	a.stop()
+	for _, nd := range real.nodes {
+		nd.kill()
+	}
+
+	// Same keys, another history of the same length and longer.
+	forged := newCluster(t, s, 3)
+	forged.appendRows(t, audit, 100, 5, "forged")
+	forged.waitCheckpoint(t, audit, 5)
+	a = startAnchor(t, s, config.Config{Witnesses: forged.urls(), Sink: config.SinkDir, SinkDir: sinkDir, DataDir: dataDir})
+	res := a.check(t, true)
+	if res.GetOk() || !strings.Contains(problems(res), audit+": history of "+audit+" was rewritten") {
+		t.Fatalf("forged history of the same size not caught: ok=%v\n%s", res.GetOk(), problems(res))
+	}
+	forged.appendRows(t, audit, 200, 3, "forged")
+	forged.waitCheckpoint(t, audit, 8)
+	res = a.check(t, true)
+	if res.GetOk() || !strings.Contains(problems(res), "does not extend the anchored checkpoint at size 5") {
+		t.Fatalf("forged longer history not caught: ok=%v\n%s", res.GetOk(), problems(res))
+	}
+	a.stop()
+	for _, nd := range forged.nodes {
+		nd.kill()
+	}
+
+	// New keys: the forged checkpoints do not meet the anchored policy.
+	// Their own policy lets the forged nodes cosign with the new keys.
+	rekeyed := &stack{pkiDir: s.pkiDir}
+	rekeyed.keys, rekeyed.policy = cosignerKeys(t, 3)
+	other := newCluster(t, rekeyed, 3)
+	other.appendRows(t, audit, 100, 6, "rekeyed")
+	other.waitCheckpoint(t, audit, 6)
+	a = startAnchor(t, s, config.Config{Witnesses: other.urls(), Sink: config.SinkDir, SinkDir: sinkDir, DataDir: dataDir, PolicyFile: s.policy})
+	res = a.check(t, true)
+	if res.GetOk() || !strings.Contains(problems(res), "does not meet the policy") {
+		t.Fatalf("re-keyed forged cluster not caught: ok=%v\n%s", res.GetOk(), problems(res))
+	}
+}
+
+func hasKey(rs []*anchorv1.Receipt, key string) bool {
+	for _, r := range rs {
+		if r.GetKey() == key {
+			return true
+		}
+	}
+	return false
+}
