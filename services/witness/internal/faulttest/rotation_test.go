@@ -46,28 +46,8 @@ func newPoolCluster(t *testing.T, voters, pool int, extra ...string) *cluster {
 	policy := "# rotation test cluster\n"
 	var peers, poolFlags []string
 	for i := range voters + pool {
-		n := &node{id: fmt.Sprintf("w%d", i+1), index: i}
-		apiListen, raftListen := testenv.FreeAddr(t), testenv.FreeAddr(t)
-		n.api, n.raft = "https://"+apiListen, raftListen
-		dir := t.TempDir()
-		n.dataDir, n.logPath = filepath.Join(dir, "data"), filepath.Join(dir, "witness.log")
-		paths := pki.PathsFor(c.pkiDir, mtls.Witness(n.id))
-		skey, vkey, err := checkpoint.GenerateKey("faulttest-" + n.id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyFile := filepath.Join(keyDir, n.id+".key")
-		if err := os.WriteFile(keyFile, []byte(skey+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		n, vkey := c.cosigningNode(t, fmt.Sprintf("w%d", i+1), i, keyDir, "faulttest")
 		policy += fmt.Sprintf("witness %s %s\n", n.id, vkey)
-		n.args = append([]string{
-			"--node-id=" + n.id, "--data-dir=" + n.dataDir,
-			"--listen=" + apiListen, "--raft-listen=" + raftListen,
-			"--tls-cert=" + paths.Cert, "--tls-key=" + paths.Key, "--tls-ca=" + paths.CA,
-			"--log-level=info", "--log-format=text",
-			"--cosign-key=" + keyFile, "--checkpoint-interval=1s", "--cluster=faulttest",
-		}, fast.flags()...)
 		self := fmt.Sprintf("%s=%s,%s", n.id, n.raft, n.api)
 		if i < voters {
 			peers = append(peers, "--peer="+self)
@@ -78,7 +58,6 @@ func newPoolCluster(t *testing.T, voters, pool int, extra ...string) *cluster {
 		if i == 0 {
 			n.args = append(n.args, "--bootstrap")
 		}
-		n.client = witnessv1connect.NewWitnessServiceClient(c.httpc, n.api, rpcserver.ClientOptions()...)
 		c.nodes = append(c.nodes, n)
 	}
 	policy += fmt.Sprintf("quorum %d\n", voters/2+1)
@@ -92,6 +71,44 @@ func newPoolCluster(t *testing.T, voters, pool int, extra ...string) *cluster {
 		}
 		n.args = append(append(append(n.args, "--policy="+policyFile), poolFlags...), extra...)
 	}
+	c.startAll(t)
+	c.leader(t, c.nodes[:voters]...)
+	return c
+}
+
+// cosigningNode makes node id (not started) on loopback with a cosigner
+// key written to keyDir, in the cluster named name, and returns it with
+// its verifier key. Its certificate must be in c.pkiDir.
+func (c *cluster) cosigningNode(t *testing.T, id string, index int, keyDir, name string) (*node, string) {
+	t.Helper()
+	n := &node{id: id, index: index}
+	apiListen, raftListen := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	n.api, n.raft = "https://"+apiListen, raftListen
+	dir := t.TempDir()
+	n.dataDir, n.logPath = filepath.Join(dir, "data"), filepath.Join(dir, "witness.log")
+	paths := pki.PathsFor(c.pkiDir, mtls.Witness(n.id))
+	skey, vkey, err := checkpoint.GenerateKey("faulttest-" + n.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(keyDir, n.id+".key")
+	if err := os.WriteFile(keyFile, []byte(skey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.args = append([]string{
+		"--node-id=" + n.id, "--data-dir=" + n.dataDir,
+		"--listen=" + apiListen, "--raft-listen=" + raftListen,
+		"--tls-cert=" + paths.Cert, "--tls-key=" + paths.Key, "--tls-ca=" + paths.CA,
+		"--log-level=info", "--log-format=text",
+		"--cosign-key=" + keyFile, "--checkpoint-interval=1s", "--cluster=" + name,
+	}, fast.flags()...)
+	n.client = witnessv1connect.NewWitnessServiceClient(c.httpc, n.api, rpcserver.ClientOptions()...)
+	return n, vkey
+}
+
+// startAll starts every node of c and kills them when the test ends.
+func (c *cluster) startAll(t *testing.T) {
+	t.Helper()
 	t.Cleanup(func() {
 		for _, n := range c.nodes {
 			n.kill()
@@ -106,8 +123,6 @@ func newPoolCluster(t *testing.T, voters, pool int, extra ...string) *cluster {
 	for _, n := range c.nodes {
 		c.start(t, n)
 	}
-	c.leader(t, c.nodes[:voters]...)
-	return c
 }
 
 func (n *node) members(ctx context.Context, c *cluster) (*witnessv1.ListMembersResponse, error) {

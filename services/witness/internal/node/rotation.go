@@ -333,3 +333,19 @@ func (n *Node) removeToPool(ctx context.Context, by, id string) (Change, error) 
 	o.step("removed %s (back to the rotation pool)", id)
 	return Change{Steps: o.steps, Members: n.members()}, nil
 }
+
+// RotationProto is Rotation as ListMembers reports it.
+func (n *Node) RotationProto() *witnessv1.RotationStatus {
+	st := n.Rotation()
+	out := &witnessv1.RotationStatus{
+		RotateEverySeconds: uint64(st.Every / time.Second),
+		ActiveCount:        uint32(st.ActiveCount),
+		Pool:               st.Pool,
+		LastResult:         st.LastResult,
+		Rotations:          uint64(st.Rotations),
+	}
+	if !st.LastRun.IsZero() {
+		out.LastRunMicros = st.LastRun.UnixMicro()
+	}
+	return out
+}

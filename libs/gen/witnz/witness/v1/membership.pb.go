@@ -629,8 +629,10 @@ type ListMembersResponse struct {
 	MinVoters uint32 `protobuf:"varint,8,opt,name=min_voters,json=minVoters,proto3" json:"min_voters,omitempty"`
 	// The most recent membership records, oldest first, and how many there
 	// have been in all.
-	History       []*MembershipEvent `protobuf:"bytes,9,rep,name=history,proto3" json:"history,omitempty"`
-	HistoryTotal  uint64             `protobuf:"varint,10,opt,name=history_total,json=historyTotal,proto3" json:"history_total,omitempty"`
+	History      []*MembershipEvent `protobuf:"bytes,9,rep,name=history,proto3" json:"history,omitempty"`
+	HistoryTotal uint64             `protobuf:"varint,10,opt,name=history_total,json=historyTotal,proto3" json:"history_total,omitempty"`
+	// The rotation pool and schedule as this node sees them.
+	Rotation      *RotationStatus `protobuf:"bytes,11,opt,name=rotation,proto3" json:"rotation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -735,6 +737,105 @@ func (x *ListMembersResponse) GetHistoryTotal() uint64 {
 	return 0
 }
 
+func (x *ListMembersResponse) GetRotation() *RotationStatus {
+	if x != nil {
+		return x.Rotation
+	}
+	return nil
+}
+
+// RotationStatus reports a node's rotation pool and what its schedule did
+// last (while it led).
+type RotationStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// --rotate-every in seconds (0: no schedule) and --active-count (0: keep
+	// the current number of voters).
+	RotateEverySeconds uint64 `protobuf:"varint,1,opt,name=rotate_every_seconds,json=rotateEverySeconds,proto3" json:"rotate_every_seconds,omitempty"`
+	ActiveCount        uint32 `protobuf:"varint,2,opt,name=active_count,json=activeCount,proto3" json:"active_count,omitempty"`
+	// Standby nodes a rotation may add now, by id, in the order tried.
+	Pool []string `protobuf:"bytes,3,rep,name=pool,proto3" json:"pool,omitempty"`
+	// When the schedule last acted on this node, microseconds since the Unix
+	// epoch (0: never), and what it did or why it skipped.
+	LastRunMicros int64  `protobuf:"varint,4,opt,name=last_run_micros,json=lastRunMicros,proto3" json:"last_run_micros,omitempty"`
+	LastResult    string `protobuf:"bytes,5,opt,name=last_result,json=lastResult,proto3" json:"last_result,omitempty"`
+	// Changes the schedule completed on this node.
+	Rotations     uint64 `protobuf:"varint,6,opt,name=rotations,proto3" json:"rotations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotationStatus) Reset() {
+	*x = RotationStatus{}
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotationStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotationStatus) ProtoMessage() {}
+
+func (x *RotationStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotationStatus.ProtoReflect.Descriptor instead.
+func (*RotationStatus) Descriptor() ([]byte, []int) {
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RotationStatus) GetRotateEverySeconds() uint64 {
+	if x != nil {
+		return x.RotateEverySeconds
+	}
+	return 0
+}
+
+func (x *RotationStatus) GetActiveCount() uint32 {
+	if x != nil {
+		return x.ActiveCount
+	}
+	return 0
+}
+
+func (x *RotationStatus) GetPool() []string {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+func (x *RotationStatus) GetLastRunMicros() int64 {
+	if x != nil {
+		return x.LastRunMicros
+	}
+	return 0
+}
+
+func (x *RotationStatus) GetLastResult() string {
+	if x != nil {
+		return x.LastResult
+	}
+	return ""
+}
+
+func (x *RotationStatus) GetRotations() uint64 {
+	if x != nil {
+		return x.Rotations
+	}
+	return 0
+}
+
 type AddNodeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Node id; the node's certificate must be spiffe://witnz/witness/<id>.
@@ -751,7 +852,7 @@ type AddNodeRequest struct {
 
 func (x *AddNodeRequest) Reset() {
 	*x = AddNodeRequest{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[7]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +864,7 @@ func (x *AddNodeRequest) String() string {
 func (*AddNodeRequest) ProtoMessage() {}
 
 func (x *AddNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[7]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +877,7 @@ func (x *AddNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNodeRequest.ProtoReflect.Descriptor instead.
 func (*AddNodeRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{7}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AddNodeRequest) GetId() string {
@@ -820,7 +921,7 @@ type AddNodeResponse struct {
 
 func (x *AddNodeResponse) Reset() {
 	*x = AddNodeResponse{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[8]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +933,7 @@ func (x *AddNodeResponse) String() string {
 func (*AddNodeResponse) ProtoMessage() {}
 
 func (x *AddNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[8]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +946,7 @@ func (x *AddNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNodeResponse.ProtoReflect.Descriptor instead.
 func (*AddNodeResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{8}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AddNodeResponse) GetMembers() []*Member {
@@ -878,7 +979,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[9]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +991,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[9]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1004,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{9}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveNodeRequest) GetId() string {
@@ -923,7 +1024,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[10]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1036,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[10]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1049,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{10}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveNodeResponse) GetMembers() []*Member {
@@ -976,7 +1077,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[11]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1089,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[11]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1102,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{11}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TransferLeadershipRequest) GetToId() string {
@@ -1023,7 +1124,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[12]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1136,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[12]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1149,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{12}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TransferLeadershipResponse) GetPreviousLeaderId() string {
@@ -1096,7 +1197,7 @@ type RotateRequest struct {
 
 func (x *RotateRequest) Reset() {
 	*x = RotateRequest{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[13]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1209,7 @@ func (x *RotateRequest) String() string {
 func (*RotateRequest) ProtoMessage() {}
 
 func (x *RotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[13]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1222,7 @@ func (x *RotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRequest.ProtoReflect.Descriptor instead.
 func (*RotateRequest) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{13}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RotateRequest) GetOutId() string {
@@ -1163,7 +1264,7 @@ type RotateResponse struct {
 
 func (x *RotateResponse) Reset() {
 	*x = RotateResponse{}
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[14]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1276,7 @@ func (x *RotateResponse) String() string {
 func (*RotateResponse) ProtoMessage() {}
 
 func (x *RotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_witnz_witness_v1_membership_proto_msgTypes[14]
+	mi := &file_witnz_witness_v1_membership_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1289,7 @@ func (x *RotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateResponse.ProtoReflect.Descriptor instead.
 func (*RotateResponse) Descriptor() ([]byte, []int) {
-	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{14}
+	return file_witnz_witness_v1_membership_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RotateResponse) GetMembers() []*Member {
@@ -1255,7 +1356,7 @@ const file_witnz_witness_v1_membership_proto_rawDesc = "" +
 	"\n" +
 	"raft_index\x18\x03 \x01(\x04R\traftIndex\".\n" +
 	"\x12ListMembersRequest\x12\x18\n" +
-	"\ahistory\x18\x01 \x01(\rR\ahistory\"\x95\x03\n" +
+	"\ahistory\x18\x01 \x01(\rR\ahistory\"\xd3\x03\n" +
 	"\x13ListMembersResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12,\n" +
@@ -1268,7 +1369,16 @@ const file_witnz_witness_v1_membership_proto_rawDesc = "" +
 	"min_voters\x18\b \x01(\rR\tminVoters\x12;\n" +
 	"\ahistory\x18\t \x03(\v2!.witnz.witness.v1.MembershipEventR\ahistory\x12#\n" +
 	"\rhistory_total\x18\n" +
-	" \x01(\x04R\fhistoryTotal\"z\n" +
+	" \x01(\x04R\fhistoryTotal\x12<\n" +
+	"\brotation\x18\v \x01(\v2 .witnz.witness.v1.RotationStatusR\brotation\"\xe0\x01\n" +
+	"\x0eRotationStatus\x120\n" +
+	"\x14rotate_every_seconds\x18\x01 \x01(\x04R\x12rotateEverySeconds\x12!\n" +
+	"\factive_count\x18\x02 \x01(\rR\vactiveCount\x12\x12\n" +
+	"\x04pool\x18\x03 \x03(\tR\x04pool\x12&\n" +
+	"\x0flast_run_micros\x18\x04 \x01(\x03R\rlastRunMicros\x12\x1f\n" +
+	"\vlast_result\x18\x05 \x01(\tR\n" +
+	"lastResult\x12\x1c\n" +
+	"\trotations\x18\x06 \x01(\x04R\trotations\"z\n" +
 	"\x0eAddNodeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
@@ -1334,7 +1444,7 @@ func file_witnz_witness_v1_membership_proto_rawDescGZIP() []byte {
 }
 
 var file_witnz_witness_v1_membership_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_witnz_witness_v1_membership_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_witnz_witness_v1_membership_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_witnz_witness_v1_membership_proto_goTypes = []any{
 	(MembershipOp)(0),                  // 0: witnz.witness.v1.MembershipOp
 	(MembershipPhase)(0),               // 1: witnz.witness.v1.MembershipPhase
@@ -1345,15 +1455,16 @@ var file_witnz_witness_v1_membership_proto_goTypes = []any{
 	(*VoterSince)(nil),                 // 6: witnz.witness.v1.VoterSince
 	(*ListMembersRequest)(nil),         // 7: witnz.witness.v1.ListMembersRequest
 	(*ListMembersResponse)(nil),        // 8: witnz.witness.v1.ListMembersResponse
-	(*AddNodeRequest)(nil),             // 9: witnz.witness.v1.AddNodeRequest
-	(*AddNodeResponse)(nil),            // 10: witnz.witness.v1.AddNodeResponse
-	(*RemoveNodeRequest)(nil),          // 11: witnz.witness.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),         // 12: witnz.witness.v1.RemoveNodeResponse
-	(*TransferLeadershipRequest)(nil),  // 13: witnz.witness.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 14: witnz.witness.v1.TransferLeadershipResponse
-	(*RotateRequest)(nil),              // 15: witnz.witness.v1.RotateRequest
-	(*RotateResponse)(nil),             // 16: witnz.witness.v1.RotateResponse
-	(*Member)(nil),                     // 17: witnz.witness.v1.Member
+	(*RotationStatus)(nil),             // 9: witnz.witness.v1.RotationStatus
+	(*AddNodeRequest)(nil),             // 10: witnz.witness.v1.AddNodeRequest
+	(*AddNodeResponse)(nil),            // 11: witnz.witness.v1.AddNodeResponse
+	(*RemoveNodeRequest)(nil),          // 12: witnz.witness.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),         // 13: witnz.witness.v1.RemoveNodeResponse
+	(*TransferLeadershipRequest)(nil),  // 14: witnz.witness.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 15: witnz.witness.v1.TransferLeadershipResponse
+	(*RotateRequest)(nil),              // 16: witnz.witness.v1.RotateRequest
+	(*RotateResponse)(nil),             // 17: witnz.witness.v1.RotateResponse
+	(*Member)(nil),                     // 18: witnz.witness.v1.Member
 }
 var file_witnz_witness_v1_membership_proto_depIdxs = []int32{
 	0,  // 0: witnz.witness.v1.MembershipCommand.op:type_name -> witnz.witness.v1.MembershipOp
@@ -1364,26 +1475,27 @@ var file_witnz_witness_v1_membership_proto_depIdxs = []int32{
 	2,  // 5: witnz.witness.v1.MembershipState.addresses:type_name -> witnz.witness.v1.NodeAddress
 	6,  // 6: witnz.witness.v1.MembershipState.voters_since:type_name -> witnz.witness.v1.VoterSince
 	2,  // 7: witnz.witness.v1.MembershipState.pool:type_name -> witnz.witness.v1.NodeAddress
-	17, // 8: witnz.witness.v1.ListMembersResponse.members:type_name -> witnz.witness.v1.Member
+	18, // 8: witnz.witness.v1.ListMembersResponse.members:type_name -> witnz.witness.v1.Member
 	4,  // 9: witnz.witness.v1.ListMembersResponse.history:type_name -> witnz.witness.v1.MembershipEvent
-	17, // 10: witnz.witness.v1.AddNodeResponse.members:type_name -> witnz.witness.v1.Member
-	17, // 11: witnz.witness.v1.RemoveNodeResponse.members:type_name -> witnz.witness.v1.Member
-	17, // 12: witnz.witness.v1.RotateResponse.members:type_name -> witnz.witness.v1.Member
-	7,  // 13: witnz.witness.v1.MembershipService.ListMembers:input_type -> witnz.witness.v1.ListMembersRequest
-	9,  // 14: witnz.witness.v1.MembershipService.AddNode:input_type -> witnz.witness.v1.AddNodeRequest
-	11, // 15: witnz.witness.v1.MembershipService.RemoveNode:input_type -> witnz.witness.v1.RemoveNodeRequest
-	13, // 16: witnz.witness.v1.MembershipService.TransferLeadership:input_type -> witnz.witness.v1.TransferLeadershipRequest
-	15, // 17: witnz.witness.v1.MembershipService.Rotate:input_type -> witnz.witness.v1.RotateRequest
-	8,  // 18: witnz.witness.v1.MembershipService.ListMembers:output_type -> witnz.witness.v1.ListMembersResponse
-	10, // 19: witnz.witness.v1.MembershipService.AddNode:output_type -> witnz.witness.v1.AddNodeResponse
-	12, // 20: witnz.witness.v1.MembershipService.RemoveNode:output_type -> witnz.witness.v1.RemoveNodeResponse
-	14, // 21: witnz.witness.v1.MembershipService.TransferLeadership:output_type -> witnz.witness.v1.TransferLeadershipResponse
-	16, // 22: witnz.witness.v1.MembershipService.Rotate:output_type -> witnz.witness.v1.RotateResponse
-	18, // [18:23] is the sub-list for method output_type
-	13, // [13:18] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	9,  // 10: witnz.witness.v1.ListMembersResponse.rotation:type_name -> witnz.witness.v1.RotationStatus
+	18, // 11: witnz.witness.v1.AddNodeResponse.members:type_name -> witnz.witness.v1.Member
+	18, // 12: witnz.witness.v1.RemoveNodeResponse.members:type_name -> witnz.witness.v1.Member
+	18, // 13: witnz.witness.v1.RotateResponse.members:type_name -> witnz.witness.v1.Member
+	7,  // 14: witnz.witness.v1.MembershipService.ListMembers:input_type -> witnz.witness.v1.ListMembersRequest
+	10, // 15: witnz.witness.v1.MembershipService.AddNode:input_type -> witnz.witness.v1.AddNodeRequest
+	12, // 16: witnz.witness.v1.MembershipService.RemoveNode:input_type -> witnz.witness.v1.RemoveNodeRequest
+	14, // 17: witnz.witness.v1.MembershipService.TransferLeadership:input_type -> witnz.witness.v1.TransferLeadershipRequest
+	16, // 18: witnz.witness.v1.MembershipService.Rotate:input_type -> witnz.witness.v1.RotateRequest
+	8,  // 19: witnz.witness.v1.MembershipService.ListMembers:output_type -> witnz.witness.v1.ListMembersResponse
+	11, // 20: witnz.witness.v1.MembershipService.AddNode:output_type -> witnz.witness.v1.AddNodeResponse
+	13, // 21: witnz.witness.v1.MembershipService.RemoveNode:output_type -> witnz.witness.v1.RemoveNodeResponse
+	15, // 22: witnz.witness.v1.MembershipService.TransferLeadership:output_type -> witnz.witness.v1.TransferLeadershipResponse
+	17, // 23: witnz.witness.v1.MembershipService.Rotate:output_type -> witnz.witness.v1.RotateResponse
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_witnz_witness_v1_membership_proto_init() }
@@ -1398,7 +1510,7 @@ func file_witnz_witness_v1_membership_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_witnz_witness_v1_membership_proto_rawDesc), len(file_witnz_witness_v1_membership_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
