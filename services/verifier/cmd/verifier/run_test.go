@@ -62,6 +62,9 @@ func TestRunBadConfig(t *testing.T) {
 		{"unreachable postgres", append(base, "--pg-dsn=postgres://verifier@"+unreachable+"/app"), map[string]string{"WITNZ_COMMIT_KEY": testKey}, "cannot reach PostgreSQL at " + unreachable + " (--pg-dsn)"},
 		{"bad listen", append(tls, "--listen=127.0.0.1:99999", "--witness=https://w:7000"), nil, `--listen "127.0.0.1:99999" is not host:port`},
 		{"bad schedule", append(base, "--pg-dsn=postgres://127.0.0.1:5432/db", "--verify=public.audit_log"), map[string]string{"WITNZ_COMMIT_KEY": testKey}, `--verify "public.audit_log": want SCHEMA.TABLE=INTERVAL`},
+		{"missing policy", append(base, "--pg-dsn=postgres://127.0.0.1:5432/db", "--policy=/nonexistent/policy.txt"), map[string]string{"WITNZ_COMMIT_KEY": testKey}, "--policy /nonexistent/policy.txt"},
+		{"malformed policy", append(base, "--pg-dsn=postgres://127.0.0.1:5432/db", "--policy="+keyFile), map[string]string{"WITNZ_COMMIT_KEY": testKey}, "--policy " + keyFile},
+		{"http alert", append(base, "--pg-dsn=postgres://127.0.0.1:5432/db", "--alert=http://a:7020"), map[string]string{"WITNZ_COMMIT_KEY": testKey}, `--alert "http://a:7020"`},
 		{"evidence dir is a file", append(base, "--pg-dsn=postgres://127.0.0.1:5432/db", "--evidence-dir="+keyFile), map[string]string{"WITNZ_COMMIT_KEY": testKey}, "--evidence-dir " + keyFile + " is not a directory"},
 	}
 	for _, tt := range tests {
