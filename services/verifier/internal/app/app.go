@@ -21,11 +21,13 @@ import (
 	"github.com/witnz/witnz/libs/checkpoint"
 	"github.com/witnz/witnz/libs/commitment"
 	"github.com/witnz/witnz/libs/gen/witnz/alert/v1/alertv1connect"
+	"github.com/witnz/witnz/libs/gen/witnz/anchor/v1/anchorv1connect"
 	"github.com/witnz/witnz/libs/gen/witnz/verifier/v1/verifierv1connect"
 	"github.com/witnz/witnz/libs/mtls"
 	"github.com/witnz/witnz/libs/rpcserver"
 	"github.com/witnz/witnz/libs/witnessset"
 	"github.com/witnz/witnz/services/verifier/internal/alerts"
+	"github.com/witnz/witnz/services/verifier/internal/anchorcheck"
 	"github.com/witnz/witnz/services/verifier/internal/config"
 	"github.com/witnz/witnz/services/verifier/internal/history"
 	"github.com/witnz/witnz/services/verifier/internal/verify"
@@ -45,6 +47,8 @@ type Service struct {
 	schedule  []config.Scheduled
 	// alerter is nil without --alert.
 	alerter *alerts.Alerter
+	// anchorCheck is nil without --anchor.
+	anchorCheck *anchorcheck.Checker
 }
 
 // New checks cfg against the world (key, certificates, PostgreSQL) and
@@ -125,6 +129,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, er
 		alerter:   alerter,
 		schedule:  cfg.Schedule,
 	}
+	if cfg.AnchorURL != "" {
+		s.anchorCheck = anchorcheck.New(anchorcheck.Config{
+			Client:   anchorv1connect.NewAnchorServiceClient(tlsCfg.HTTPClient(), cfg.AnchorURL, rpcserver.ClientOptions()...),
+			URL:      cfg.AnchorURL,
+			Interval: cfg.AnchorCheckInterval,
+			Alerts:   alerter,
+			Log:      log,
+		})
+	}
 	path, h := verifierv1connect.NewVerifierServiceHandler(&handler{runner: s.runner, history: hist}, srv.HandlerOptions()...)
 	srv.Handle(path, h, verifierv1connect.VerifierServiceName)
 	srv.AddReadinessCheck("postgres", func(ctx context.Context) error { return pool.Ping(ctx) })
@@ -162,6 +175,9 @@ func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.runner.schedule(sctx, s.schedule) })
 	wg.Go(func() { s.alerter.Run(sctx) })
+	if s.anchorCheck != nil {
+		wg.Go(func() { s.anchorCheck.Run(sctx) })
+	}
 	err := s.srv.Run(ctx)
 	cancel()
 	wg.Wait()

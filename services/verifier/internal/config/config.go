@@ -31,6 +31,11 @@ const (
 	// MinVerifyInterval and MaxVerifyInterval bound --verify intervals.
 	MinVerifyInterval = 10 * time.Second
 	MaxVerifyInterval = 30 * 24 * time.Hour
+	// DefaultAnchorCheckInterval, MinAnchorCheckInterval and
+	// MaxAnchorCheckInterval bound --anchor-check-interval.
+	DefaultAnchorCheckInterval = time.Hour
+	MinAnchorCheckInterval     = time.Second
+	MaxAnchorCheckInterval     = 30 * 24 * time.Hour
 )
 
 // Scheduled is a table verified every Interval (--verify TABLE=INTERVAL).
@@ -84,6 +89,11 @@ type Config struct {
 	// alert for each run with findings or integrity problems; empty logs
 	// them only.
 	AlertURL string
+	// AnchorURL is the anchor service (https://host:port) whose
+	// CheckAnchors runs every AnchorCheckInterval; empty turns the check
+	// off.
+	AnchorURL           string
+	AnchorCheckInterval time.Duration
 }
 
 // rawFlags are the flag values that Parse converts.
@@ -91,6 +101,7 @@ type rawFlags struct {
 	verify                   []string
 	catchUp, cpWait          string
 	maxFindings, scanWorkers string
+	anchorCheckInterval      string
 }
 
 // ErrHelp is returned by Parse when -h or --help was given; Usage has the
@@ -119,6 +130,8 @@ func flagSet(c *Config, r *rawFlags, getenv func(string) string) *flag.FlagSet {
 	svcconfig.StringVar(fs, getenv, &r.maxFindings, "max-findings", "WITNZ_MAX_FINDINGS", strconv.Itoa(DefaultMaxFindings), "findings reported per run at most")
 	svcconfig.StringVar(fs, getenv, &c.PolicyFile, "policy", "WITNZ_POLICY", "", "checkpoint policy file (the witnesses' --policy): the latest cosigned checkpoint of each verified table must satisfy it")
 	svcconfig.StringVar(fs, getenv, &c.AlertURL, "alert", "WITNZ_ALERT", "", "alert service URL https://host:port for findings and log integrity problems (default: log only)")
+	svcconfig.StringVar(fs, getenv, &c.AnchorURL, "anchor", "WITNZ_ANCHOR", "", "anchor service URL https://host:port: check every --anchor-check-interval that the witness logs extend what was anchored (default: no check)")
+	svcconfig.StringVar(fs, getenv, &r.anchorCheckInterval, "anchor-check-interval", "WITNZ_ANCHOR_CHECK_INTERVAL", DefaultAnchorCheckInterval.String(), "how often to run the anchor check (with --anchor)")
 	svcconfig.StringVar(fs, getenv, &r.scanWorkers, "scan-workers", "WITNZ_SCAN_WORKERS", "0", "goroutines hashing rows during a scan (0: one per CPU)")
 	return fs
 }
@@ -156,6 +169,9 @@ func (c *Config) parseValues(r rawFlags) error {
 	}
 	if c.ScanWorkers, err = strconv.Atoi(r.scanWorkers); err != nil || c.ScanWorkers < 0 || c.ScanWorkers > 256 {
 		return fmt.Errorf("--scan-workers %q: want 0 (one per CPU) to 256", r.scanWorkers)
+	}
+	if c.AnchorCheckInterval, err = time.ParseDuration(r.anchorCheckInterval); err != nil || c.AnchorCheckInterval < MinAnchorCheckInterval || c.AnchorCheckInterval > MaxAnchorCheckInterval {
+		return fmt.Errorf("--anchor-check-interval %q: want a duration from %s to %s, e.g. 1h or 60s (default %s)", r.anchorCheckInterval, MinAnchorCheckInterval, MaxAnchorCheckInterval, DefaultAnchorCheckInterval)
 	}
 	seen := map[string]bool{}
 	for _, v := range r.verify {
@@ -215,6 +231,11 @@ func (c Config) Validate() error {
 	}
 	if c.AlertURL != "" {
 		if err := svcconfig.ValidateURL("--alert", c.AlertURL); err != nil {
+			return err
+		}
+	}
+	if c.AnchorURL != "" {
+		if err := svcconfig.ValidateURL("--anchor", c.AnchorURL); err != nil {
 			return err
 		}
 	}

@@ -49,11 +49,12 @@ func TestParseFlagsWinOverEnv(t *testing.T) {
 		KeyFile:     "/k",
 		KeyHex:      "abcd",
 		// Defaults of the verification flags.
-		EvidenceDir:    "evidence",
-		Slot:           DefaultSlot,
-		CatchUpTimeout: DefaultCatchUpTimeout,
-		CheckpointWait: DefaultCheckpointWait,
-		MaxFindings:    DefaultMaxFindings,
+		EvidenceDir:         "evidence",
+		Slot:                DefaultSlot,
+		CatchUpTimeout:      DefaultCatchUpTimeout,
+		CheckpointWait:      DefaultCheckpointWait,
+		MaxFindings:         DefaultMaxFindings,
+		AnchorCheckInterval: DefaultAnchorCheckInterval,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Parse (-want +got):\n%s", diff)

@@ -42,7 +42,9 @@ var commands = []command{
 	{"unprotect", "`unprotect SCHEMA.TABLE --reason TEXT`: stop protecting a table (logged and alerted)", runUnprotect},
 	{"accept", "`accept SCHEMA.TABLE --seq N --reason TEXT`: accept a logged UPDATE or DELETE (logged)", runAccept},
 	{"proof", "`proof verify BUNDLE --policy FILE`: check an evidence bundle offline", runProof},
-	{"verify", "`verify [SCHEMA.TABLE] [--json]`: verify tables against the witnesses now (exit 3 when tampered)", runVerify},
+	{"verify", "`verify [SCHEMA.TABLE] [--check-anchor [--all]] [--json]`: verify tables against the witnesses, and the logs against their anchors (exit 3 when tampered)", runVerify},
+	{"anchor", "`anchor now|list [--json]`: anchor every table's cosigned checkpoint in write-once storage now, or list the anchors", runAnchor},
+	{"report", "`report --since DATE [--until DATE] --format md|json [--out FILE]`: compliance report of checkpoints, anchors, verifications and findings", runReport},
 }
 
 // Run executes the witnz command line args. Errors are one line naming the

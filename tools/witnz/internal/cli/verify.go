@@ -56,6 +56,9 @@ type VerifyResult struct {
 	DurationMS  uint64          `json:"duration_ms"`
 	OK          bool            `json:"ok"`
 	Findings    []VerifyFinding `json:"findings"`
+	// AnchorCheck is set by `witnz verify TABLE --check-anchor`: the
+	// anchors' check for the table.
+	AnchorCheck *AnchorCheckResult `json:"anchor_check,omitempty"`
 }
 
 // VerifyFinding is one row that differs.
@@ -79,10 +82,13 @@ type verifyFlags struct {
 	verifier  string
 	witnesses listFlag
 	json      bool
+	// anchor check: --check-anchor [--all] [--anchor URL]
+	checkAnchor, allAnchors bool
+	anchor                  string
 }
 
 func runVerify(ctx context.Context, c *invocation) error {
-	fs := c.flagSet("verify", "[SCHEMA.TABLE] [--json]")
+	fs := c.flagSet("verify", "[SCHEMA.TABLE] [--check-anchor [--all]] [--json]")
 	f := &verifyFlags{}
 	fs.StringVar(&f.stackFile, "stack", "", "stack file written by `witnz up` (env WITNZ_STACK; default "+defaultStackFile+")")
 	fs.StringVar(&f.verifier, "verifier", "", "verifier URL https://host:port (env WITNZ_VERIFIER; default: from the stack file)")
@@ -91,9 +97,18 @@ func runVerify(ctx context.Context, c *invocation) error {
 	fs.StringVar(&f.key, "tls-key", "", "key of --tls-cert (env WITNZ_TLS_KEY; default: from the stack file)")
 	fs.StringVar(&f.ca, "tls-ca", "", "CA bundle (env WITNZ_TLS_CA; default: from the stack file)")
 	fs.BoolVar(&f.json, "json", false, "print the result as JSON (an array when no table is named)")
+	fs.BoolVar(&f.checkAnchor, "check-anchor", false, "prove the witness logs extend what was anchored in write-once storage (alone: only this check; with a table: both)")
+	fs.BoolVar(&f.allAnchors, "all", false, "with --check-anchor: check every anchored object, not only the latest")
+	fs.StringVar(&f.anchor, "anchor", "", "anchor service URL https://host:port, for --check-anchor (env WITNZ_ANCHOR; default: from the stack file)")
 	pos, err := parseInterspersed(fs, c.args)
 	if err != nil {
 		return err
+	}
+	if f.allAnchors && !f.checkAnchor {
+		return errors.New("--all goes with --check-anchor: `witnz verify --check-anchor --all` checks every anchored object")
+	}
+	if f.checkAnchor && len(pos) == 0 {
+		return runCheckAnchor(ctx, c, f)
 	}
 	if len(pos) > 1 {
 		return fmt.Errorf("name at most one table, e.g. `witnz verify public.audit_log`; without one every protected table is verified (see `witnz verify -h`)")
@@ -160,6 +175,13 @@ func runVerify(ctx context.Context, c *invocation) error {
 			printVerify(c.stdout, resp.Msg)
 		}
 	}
+	var anchorErr error
+	if f.checkAnchor && len(results) == 1 {
+		results[0].AnchorCheck, anchorErr = checkAnchors(ctx, c, f, tables[0])
+		if results[0].AnchorCheck == nil {
+			return anchorErr
+		}
+	}
 	if f.json {
 		var out any = results
 		if len(pos) == 1 {
@@ -173,7 +195,12 @@ func runVerify(ctx context.Context, c *invocation) error {
 	}
 	switch {
 	case len(tampered) > 0:
+		if anchorErr != nil {
+			fmt.Fprintf(c.stderr, "witnz: %v\n", anchorErr)
+		}
 		return &TamperedError{Tables: tampered}
+	case anchorErr != nil:
+		return anchorErr
 	case len(failed) > 0:
 		return fmt.Errorf("%d of %d tables could not be verified (%s): see the errors above", len(failed), len(tables), strings.Join(failed, ", "))
 	}

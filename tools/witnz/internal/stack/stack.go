@@ -51,7 +51,16 @@ type Config struct {
 	// Tables are further tables of the demo database that cdc-ingest
 	// protects besides DemoTable.
 	Tables []Table
+	// AnchorInterval is how often the anchor service anchors every
+	// table's checkpoint, and AnchorCheckInterval how often the verifier
+	// checks the logs against the anchors; zero means
+	// DefaultAnchorInterval.
+	AnchorInterval, AnchorCheckInterval time.Duration
 }
+
+// DefaultAnchorInterval is the local stack's anchor interval: short, so
+// anchors appear while trying it out (production default: 24 h).
+const DefaultAnchorInterval = 60 * time.Second
 
 // Table is a further protected table of the demo database.
 type Table struct {
@@ -110,7 +119,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 	s.logf("stack directory %s", cfg.Dir)
-	for _, d := range []string{"logs", "anchors", "host-agent", "redis", "verifier", "evidence"} {
+	for _, d := range []string{"logs", "anchors", "anchor", "host-agent", "redis", "verifier", "evidence"} {
 		if err := os.MkdirAll(s.path(d), 0o755); err != nil {
 			return nil, err
 		}
@@ -245,6 +254,7 @@ func (s *Stack) startWitnesses(ctx context.Context, pkiDir string, ports map[str
 // reports to it), cdc-ingest, then the rest together.
 func (s *Stack) startServices(ctx context.Context, pkiDir string, ports map[string]servicePorts, pg *postgres, redisAddr, keyPath string, witnessURLs []string) error {
 	url := func(name string) string { return httpsURL(ports[name].API) }
+	policy := filepath.Join(s.path("cosign"), PolicyFile)
 	var witnessFlags []string
 	for _, u := range witnessURLs {
 		witnessFlags = append(witnessFlags, "--witness", u)
@@ -271,8 +281,17 @@ func (s *Stack) startServices(ctx context.Context, pkiDir string, ports map[stri
 			"--anchor", url("anchor"),
 			"--redis-addr", redisAddr,
 		}, witnessFlags...),
-		"verifier": append([]string{"--pg-dsn", pg.DSN(DemoDatabase), "--key-file", keyPath, "--data-dir", s.path("verifier"), "--evidence-dir", s.path("evidence")}, witnessFlags...),
-		"anchor":   append([]string{"--sink-dir", s.path("anchors")}, witnessFlags...),
+		"verifier": slices.Concat([]string{
+			"--pg-dsn", pg.DSN(DemoDatabase), "--key-file", keyPath, "--data-dir", s.path("verifier"), "--evidence-dir", s.path("evidence"),
+			"--policy", policy, "--alert", url("alert"),
+			"--anchor", url("anchor"), "--anchor-check-interval", s.cfg.AnchorCheckInterval.String(),
+		}, witnessFlags),
+		// The dir sink writes read-only files under anchors/; the receipt
+		// store lives in anchor/.
+		"anchor": slices.Concat([]string{
+			"--sink", "dir", "--sink-dir", s.path("anchors"), "--data-dir", s.path("anchor"),
+			"--policy", policy, "--interval", s.cfg.AnchorInterval.String(), "--alert", url("alert"),
+		}, witnessFlags),
 	}
 	specs := map[string]procSpec{}
 	s.info.Services = map[string]ServiceInfo{}
@@ -344,6 +363,12 @@ func (c *Config) defaults() error {
 	}
 	if c.Backoff == (Backoff{}) {
 		c.Backoff = DefaultBackoff
+	}
+	if c.AnchorInterval == 0 {
+		c.AnchorInterval = DefaultAnchorInterval
+	}
+	if c.AnchorCheckInterval == 0 {
+		c.AnchorCheckInterval = DefaultAnchorInterval
 	}
 	return nil
 }
