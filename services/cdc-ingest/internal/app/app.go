@@ -108,9 +108,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	pipe = pipeline.New(pipeline.Options{
 		BatchMax:  cfg.BatchMax,
 		BatchWait: cfg.BatchWait,
+		Inflight:  cfg.AppendInflight,
 		Appender:  witness,
 		Alerts:    sender,
 		OnAppend:  m.onAppend,
+		OnResend:  m.onResend,
 	})
 	dec := capture.New(capture.Options{
 		Slot:        cfg.Slot,

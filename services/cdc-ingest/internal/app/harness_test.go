@@ -208,6 +208,14 @@ func (w *fakeWitness) Append(ctx context.Context, req *connect.Request[witnessv1
 		w.refused = append(w.refused, req.Msg.Entries...)
 		return nil, connect.NewError(connect.CodeUnavailable, errors.New("no quorum"))
 	}
+	// The witness's pipelining rule: a batch is logged only once the batch
+	// it follows is.
+	if after := (entryKey{req.Msg.AfterCommitLsn, req.Msg.AfterTxIndex}); after != (entryKey{}) {
+		last, ok := w.last[table]
+		if !ok || after.lsn > last.lsn || after.lsn == last.lsn && after.idx > last.idx {
+			return nil, connect.NewError(connect.CodeAborted, fmt.Errorf("the batch follows %v but the log ends at %v", after, last))
+		}
+	}
 	var dups uint32
 	for _, e := range req.Msg.Entries {
 		k := entryKey{e.CommitLsn, e.TxIndex}

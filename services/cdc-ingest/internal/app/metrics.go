@@ -15,6 +15,7 @@ type metrics struct {
 	duplicates *prometheus.CounterVec
 	batch      *prometheus.HistogramVec
 	appendTook *prometheus.HistogramVec
+	resent     *prometheus.CounterVec
 	alerts     *prometheus.CounterVec
 }
 
@@ -47,12 +48,16 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 			Help:    "Time from sending an Append to the quorum's acknowledgement, retries included.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"table"}),
+		resent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "witnz_cdc_append_resent_total",
+			Help: "Pipelined Appends the witness refused because the batch before them was not logged yet, sent again once it was, by table.",
+		}, []string{"table"}),
 		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "witnz_cdc_alerts_raised_total",
 			Help: "Alerts delivered to the alert service, by type and severity.",
 		}, []string{"type", "severity"}),
 	}
-	reg.MustRegister(m.entries, m.duplicates, m.batch, m.appendTook, m.alerts,
+	reg.MustRegister(m.entries, m.duplicates, m.batch, m.appendTook, m.resent, m.alerts,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "witnz_cdc_slot_confirmed_lsn", Help: "Position confirmed to PostgreSQL (the slot's confirmed flush LSN as a number)."}, g.confirmedLSN),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "witnz_cdc_slot_lag_bytes", Help: "WAL bytes between the server's position and the slot's confirmed flush LSN, at the last check."}, g.lagBytes),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "witnz_cdc_heartbeat_age_seconds", Help: "Seconds since the newest heartbeat came back through the stream (-1 before the first)."}, g.heartbeatAge),
@@ -70,6 +75,8 @@ func (m *metrics) onAppend(table string, entries, duplicates int, took time.Dura
 	m.batch.WithLabelValues(table).Observe(float64(entries))
 	m.appendTook.WithLabelValues(table).Observe(took.Seconds())
 }
+
+func (m *metrics) onResend(table string) { m.resent.WithLabelValues(table).Inc() }
 
 // alertSender delivers alerts.
 type alertSender interface {

@@ -26,6 +26,12 @@ const (
 	DefaultPublication = "witnz"
 	DefaultBatchMax    = 4096
 	DefaultBatchWait   = 10 * time.Millisecond
+	// DefaultAppendInflight is how many Appends of one table may be in
+	// flight at once: a change then waits for one round trip to the
+	// quorum, not for the Append ahead of it as well.
+	DefaultAppendInflight = 4
+	// MaxAppendInflight bounds --append-inflight.
+	MaxAppendInflight = 64
 	// MaxBatch bounds --batch-max so one Append stays far below the 16 MiB
 	// message limit of witnz RPCs.
 	MaxBatch = 65536
@@ -86,6 +92,8 @@ type Config struct {
 
 	BatchMax  int
 	BatchWait time.Duration
+	// AppendInflight is the most Appends of one table in flight at once.
+	AppendInflight int
 
 	// HeartbeatInterval, HeartbeatTimeout, MaxLagBytes and CheckInterval
 	// drive the tamper signals that do not come with a change.
@@ -116,7 +124,8 @@ func Parse(args []string, getenv func(string) string) (Config, error) {
 	str(&c.Publication, "publication", "WITNZ_PUBLICATION", DefaultPublication, "publication name")
 	str(&c.KeyFile, "key-file", "WITNZ_KEY_FILE", "", "file holding the commitment key (else WITNZ_COMMIT_KEY)")
 	str(&c.Alert, "alert", "WITNZ_ALERT", "", "https://host:port of the alert service")
-	var batchMax, batchWait string
+	var batchMax, batchWait, inflight string
+	str(&inflight, "append-inflight", "WITNZ_APPEND_INFLIGHT", strconv.Itoa(DefaultAppendInflight), "Appends of one table in flight at once (1: one at a time)")
 	str(&batchMax, "batch-max", "WITNZ_BATCH_MAX", strconv.Itoa(DefaultBatchMax), "entries per Append at most")
 	str(&batchWait, "batch-wait", "WITNZ_BATCH_WAIT", DefaultBatchWait.String(), "longest wait to fill a batch")
 	var hbInterval, hbTimeout, maxLag, checkInterval string
@@ -135,6 +144,9 @@ func Parse(args []string, getenv func(string) string) (Config, error) {
 	var err error
 	if c.BatchMax, err = strconv.Atoi(batchMax); err != nil {
 		return c, fmt.Errorf("--batch-max %q is not a whole number: pass e.g. --batch-max %d", batchMax, DefaultBatchMax)
+	}
+	if c.AppendInflight, err = strconv.Atoi(inflight); err != nil {
+		return c, fmt.Errorf("--append-inflight %q is not a whole number: pass e.g. --append-inflight %d", inflight, DefaultAppendInflight)
 	}
 	if c.BatchWait, err = time.ParseDuration(batchWait); err != nil {
 		return c, fmt.Errorf("--batch-wait %q is not a duration: pass e.g. --batch-wait 10ms", batchWait)
@@ -229,6 +241,9 @@ func (c Config) Validate() error {
 	}
 	if c.BatchMax < 1 || c.BatchMax > MaxBatch {
 		return fmt.Errorf("--batch-max %d: want 1 to %d entries per Append (default %d)", c.BatchMax, MaxBatch, DefaultBatchMax)
+	}
+	if c.AppendInflight < 1 || c.AppendInflight > MaxAppendInflight {
+		return fmt.Errorf("--append-inflight %d: want 1 to %d Appends in flight per table (default %d)", c.AppendInflight, MaxAppendInflight, DefaultAppendInflight)
 	}
 	if c.BatchWait < 0 || c.BatchWait > time.Second {
 		return fmt.Errorf("--batch-wait %s: want 0 to 1s (default %s)", c.BatchWait, DefaultBatchWait)

@@ -47,6 +47,7 @@ func TestParse(t *testing.T) {
 		BatchMax:  4096,
 		BatchWait: 10 * time.Millisecond,
 
+		AppendInflight:    DefaultAppendInflight,
 		HeartbeatInterval: DefaultHeartbeatInterval,
 		HeartbeatTimeout:  DefaultHeartbeatTimeout,
 		MaxLagBytes:       DefaultMaxLagBytes,
@@ -122,6 +123,8 @@ func TestErrors(t *testing.T) {
 		{"batch max text", with("--batch-max", "many"), `--batch-max "many" is not a whole number`},
 		{"batch wait", with("--batch-wait", "5s"), "--batch-wait 5s: want 0 to 1s"},
 		{"batch wait text", with("--batch-wait", "soon"), `--batch-wait "soon" is not a duration`},
+		{"append inflight zero", with("--append-inflight", "0"), "--append-inflight 0: want 1 to 64"},
+		{"append inflight text", with("--append-inflight", "many"), `--append-inflight "many" is not a whole number`},
 		{"log level", with("--log-level", "loud"), "--log-level"},
 	}
 	for _, tc := range tests {

@@ -13,18 +13,23 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
+	"github.com/witnz/witnz/services/cdc-ingest/internal/witnessclient"
 )
 
 // Appender commits a batch of one table's entries to the witness quorum,
-// retrying until it succeeds or ctx ends.
+// retrying until it succeeds or ctx ends. The batch follows the batch
+// ending at after (zero: none); while the quorum has not logged that
+// position, AppendAfter returns an error wrapping
+// witnessclient.ErrPredecessorPending without retrying.
 type Appender interface {
-	Append(ctx context.Context, table string, entries []*witnessv1.Entry) (*witnessv1.AppendResponse, error)
+	AppendAfter(ctx context.Context, table string, after witnessclient.Position, entries []*witnessv1.Entry) (*witnessv1.AppendResponse, error)
 }
 
 // AlertSender delivers alerts, retrying until it succeeds or ctx ends.
@@ -44,12 +49,19 @@ type Options struct {
 	// MaxPending bounds entries and alerts held in memory; HasRoom reports
 	// false beyond it. Zero means 8 × BatchMax.
 	MaxPending int
-	Appender   Appender
-	Alerts     AlertSender
+	// Inflight is the most Appends of one table in flight at once; each
+	// names the batch it follows, so the witness never logs one past a
+	// predecessor that failed. Zero means 1 (one at a time).
+	Inflight int
+	Appender Appender
+	Alerts   AlertSender
 	// OnAppend, when set, is told of every acknowledged Append: the table,
 	// the entries sent, the replays the witness skipped, and how long the
 	// call took.
 	OnAppend func(table string, entries, duplicates int, took time.Duration)
+	// OnResend, when set, is told each time a pipelined batch was refused
+	// because the batch before it was not logged yet, and is sent again.
+	OnResend func(table string)
 }
 
 // alertBatchMax bounds the alerts per IngestAlerts call.
@@ -109,6 +121,7 @@ func New(opts Options) *Pipeline {
 	if opts.MaxPending == 0 {
 		opts.MaxPending = 8 * opts.BatchMax
 	}
+	opts.Inflight = max(opts.Inflight, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pipeline{
 		opts:      opts,
@@ -332,35 +345,89 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	}
 }
 
+// sent is a batch on its way to the witness quorum.
+type sent struct {
+	items   []item
+	entries []*witnessv1.Entry
+	after   witnessclient.Position // last position of the batch before it
+	prev    <-chan struct{}        // closed when the batch before it is acknowledged
+	done    chan struct{}          // closed when this one is acknowledged
+}
+
+// tableWorker sends the table's batches in order, up to Inflight at once.
+// Each names the last position of the one before it: if that one failed
+// and is being retried, the witness refuses this one rather than log it
+// past the gap, and it goes again once its predecessor is acknowledged.
 func (p *Pipeline) tableWorker(q *queue) {
 	defer p.wg.Done()
+	slots := make(chan struct{}, p.opts.Inflight)
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
+	var after witnessclient.Position
+	var prev <-chan struct{}
 	for {
+		select {
+		case slots <- struct{}{}:
+		case <-p.ctx.Done():
+			return
+		}
 		batch, ok := p.nextBatch(q)
 		if !ok {
 			return
 		}
-		entries := make([]*witnessv1.Entry, len(batch))
+		b := &sent{items: batch, entries: make([]*witnessv1.Entry, len(batch)), after: after, prev: prev, done: make(chan struct{})}
 		for i, it := range batch {
-			entries[i] = it.entry
+			b.entries[i] = it.entry
 		}
+		last := b.entries[len(b.entries)-1]
+		after = witnessclient.Position{CommitLSN: last.GetCommitLsn(), TxIndex: last.GetTxIndex()}
+		prev = b.done
+		inflight.Add(1)
+		go func() {
+			defer inflight.Done()
+			defer func() { <-slots }()
+			p.send(q, b)
+		}()
+	}
+}
+
+// send delivers one batch, waiting for its predecessor whenever the
+// witness says it has not logged it yet, and then acknowledges its items.
+func (p *Pipeline) send(q *queue, b *sent) {
+	var resp *witnessv1.AppendResponse
+	for {
 		started := time.Now()
-		resp, err := p.opts.Appender.Append(p.ctx, q.name, entries)
+		var err error
+		resp, err = p.opts.Appender.AppendAfter(p.ctx, q.name, b.after, b.entries)
+		if errors.Is(err, witnessclient.ErrPredecessorPending) && b.prev != nil {
+			if p.opts.OnResend != nil {
+				p.opts.OnResend(q.name)
+			}
+			select {
+			case <-b.prev:
+				continue
+			case <-p.ctx.Done():
+				return
+			}
+		}
 		if err != nil {
 			return // only when Close gave up
 		}
 		if p.opts.OnAppend != nil {
-			p.opts.OnAppend(q.name, len(entries), int(resp.GetDuplicates()), time.Since(started))
+			p.opts.OnAppend(q.name, len(b.entries), int(resp.GetDuplicates()), time.Since(started))
 		}
-		p.mu.Lock()
-		q.committed += uint64(len(batch)) - uint64(min(int(resp.GetDuplicates()), len(batch)))
-		p.pending -= len(batch)
-		for _, it := range batch {
-			it.tx.outstanding--
-		}
-		p.advanceLocked()
-		p.mu.Unlock()
-		signal(p.changed)
+		break
 	}
+	p.mu.Lock()
+	q.committed += uint64(len(b.items)) - uint64(min(int(resp.GetDuplicates()), len(b.items)))
+	p.pending -= len(b.items)
+	for _, it := range b.items {
+		it.tx.outstanding--
+	}
+	p.advanceLocked()
+	p.mu.Unlock()
+	close(b.done)
+	signal(p.changed)
 }
 
 // nextBatch waits for a batch to send: BatchMax entries, or fewer when no

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
+	"github.com/witnz/witnz/services/cdc-ingest/internal/witnessclient"
 )
 
 // gate is a fake witness and alert service: each call waits for a release
@@ -34,7 +37,7 @@ func (g *gate) wait(ctx context.Context) error {
 	}
 }
 
-func (g *gate) Append(ctx context.Context, _ string, entries []*witnessv1.Entry) (*witnessv1.AppendResponse, error) {
+func (g *gate) AppendAfter(ctx context.Context, _ string, _ witnessclient.Position, entries []*witnessv1.Entry) (*witnessv1.AppendResponse, error) {
 	if err := g.wait(ctx); err != nil {
 		return nil, err
 	}
@@ -258,4 +261,96 @@ func TestCloseGivesUp(t *testing.T) {
 	if got := p.SafeLSN(); got != 0 {
 		t.Errorf("safe = %d, want 0", got)
 	}
+}
+
+// orderedLog is a witness log with the witness's ordering rules: replays
+// (positions at or before the last) are skipped, and a batch whose
+// predecessor is not logged yet is refused. Calls are delayed at random,
+// and one in five "fails" before reaching the log (the client retries it
+// after a backoff), so pipelined batches overtake each other.
+type orderedLog struct {
+	mu      sync.Mutex
+	log     []witnessclient.Position
+	refused int
+	rng     *rand.Rand
+}
+
+func (l *orderedLog) AppendAfter(ctx context.Context, _ string, after witnessclient.Position, entries []*witnessv1.Entry) (*witnessv1.AppendResponse, error) {
+	for {
+		l.mu.Lock()
+		d := time.Duration(l.rng.IntN(300)) * time.Microsecond
+		lost := l.rng.IntN(5) == 0
+		l.mu.Unlock()
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if !lost {
+			break
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	before := func(a, b witnessclient.Position) bool {
+		return a.CommitLSN < b.CommitLSN || (a.CommitLSN == b.CommitLSN && a.TxIndex < b.TxIndex)
+	}
+	if after != (witnessclient.Position{}) && (len(l.log) == 0 || before(l.log[len(l.log)-1], after)) {
+		l.refused++
+		return nil, fmt.Errorf("%w: after %v", witnessclient.ErrPredecessorPending, after)
+	}
+	resp := &witnessv1.AppendResponse{}
+	for _, e := range entries {
+		p := witnessclient.Position{CommitLSN: e.GetCommitLsn(), TxIndex: e.GetTxIndex()}
+		if len(l.log) > 0 && !before(l.log[len(l.log)-1], p) {
+			resp.Duplicates++
+			continue
+		}
+		l.log = append(l.log, p)
+	}
+	return resp, nil
+}
+
+// TestPipelinedAppendsLoseNothing keeps eight Appends in flight against a
+// log that reorders and loses calls: every entry is logged exactly once,
+// in order, and the safe LSN covers every transaction.
+func TestPipelinedAppendsLoseNothing(t *testing.T) {
+	l := &orderedLog{rng: rand.New(rand.NewPCG(1, 2))}
+	g := &gate{}
+	p := New(Options{Tables: []string{"public.t"}, BatchMax: 7, BatchWait: time.Millisecond, MaxPending: 64, Inflight: 8, Appender: l, Alerts: g})
+	const txs, perTx = 400, 5
+	for tx := range txs {
+		for !p.HasRoom() {
+			<-p.Changed()
+		}
+		lsn := uint64(1000 + 10*tx)
+		p.BeginTx(lsn)
+		for i := range perTx {
+			p.Entry("public.t", &witnessv1.Entry{CommitLsn: lsn, TxIndex: uint32(i), Op: witnessv1.Op_OP_INSERT})
+		}
+		p.CommitTx(lsn+1, time.Now())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.log) != txs*perTx {
+		t.Fatalf("log holds %d entries, want %d (refused %d)", len(l.log), txs*perTx, l.refused)
+	}
+	for i, pos := range l.log {
+		want := witnessclient.Position{CommitLSN: uint64(1000 + 10*(i/perTx)), TxIndex: uint32(i % perTx)}
+		if pos != want {
+			t.Fatalf("entry %d is %v, want %v", i, pos, want)
+		}
+	}
+	if l.refused == 0 {
+		t.Fatalf("no batch was ever refused: the test did not exercise out-of-order arrival")
+	}
+	if got, want := p.SafeLSN(), uint64(1000+10*(txs-1)+1); got != want {
+		t.Fatalf("safe LSN %d, want %d", got, want)
+	}
+	t.Logf("%d entries, %d refusals resent", len(l.log), l.refused)
 }

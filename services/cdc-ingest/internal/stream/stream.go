@@ -91,15 +91,21 @@ func (s *Stream) Exclusive(ctx context.Context, fn func(context.Context) error) 
 	defer s.exclMu.Unlock()
 	s.paused.Store(true)
 	defer s.paused.Store(false)
-	s.connMu.Lock()
-	if s.stopConn != nil {
-		s.stopConn()
-	}
-	s.connMu.Unlock()
-	select {
-	case s.turn <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	// Run may have taken the turn but not yet published how to stop its
+	// connection: ask again until the turn is ours.
+	for taken := false; !taken; {
+		s.connMu.Lock()
+		if s.stopConn != nil {
+			s.stopConn()
+		}
+		s.connMu.Unlock()
+		select {
+		case s.turn <- struct{}{}:
+			taken = true
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	defer func() { <-s.turn }()
 	return fn(ctx)

@@ -127,10 +127,15 @@ func permanent(err error) bool {
 	return false
 }
 
+// pending reports the witness's answer to a batch whose predecessor it has
+// not logged yet (AppendAfter).
+func pending(err error) bool { return connect.CodeOf(err) == connect.CodeAborted }
+
 // do runs call against the leader, following leader hints and failing over
 // between nodes with backoff. It retries every error until ctx ends, except
-// permanent ones when stopOnPermanent is set.
-func (c *Client) do(ctx context.Context, what string, stopOnPermanent bool, call func(witnessv1connect.WitnessServiceClient) error) error {
+// permanent ones when stopOnPermanent is set and, for a pipelined Append,
+// a pending predecessor.
+func (c *Client) do(ctx context.Context, what string, stopOnPermanent, stopOnPending bool, call func(witnessv1connect.WitnessServiceClient) error) error {
 	hops := 0
 	for attempt := 0; ; {
 		url := c.target()
@@ -140,6 +145,9 @@ func (c *Client) do(ctx context.Context, what string, stopOnPermanent bool, call
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if stopOnPending && pending(err) {
+			return fmt.Errorf("%w: %v", ErrPredecessorPending, err)
 		}
 		if stopOnPermanent && permanent(err) {
 			if connect.CodeOf(err) == connect.CodePermissionDenied {
@@ -167,7 +175,7 @@ func (c *Client) do(ctx context.Context, what string, stopOnPermanent bool, call
 // cannot fix.
 func (c *Client) RegisterTable(ctx context.Context, table string, mode witnessv1.TableMode) (*witnessv1.RegisterTableResponse, error) {
 	var resp *witnessv1.RegisterTableResponse
-	err := c.do(ctx, "RegisterTable "+table, true, func(cl witnessv1connect.WitnessServiceClient) error {
+	err := c.do(ctx, "RegisterTable "+table, true, false, func(cl witnessv1connect.WitnessServiceClient) error {
 		r, err := cl.RegisterTable(ctx, connect.NewRequest(&witnessv1.RegisterTableRequest{Table: table, Mode: mode}))
 		if err != nil {
 			return err
@@ -184,13 +192,34 @@ func (c *Client) RegisterTable(ctx context.Context, table string, mode witnessv1
 	return resp, nil
 }
 
+// ErrPredecessorPending is AppendAfter's answer when the cluster has not
+// logged the batch the call follows yet: send it again once that batch is
+// acknowledged.
+var ErrPredecessorPending = errors.New("the witness has not logged the preceding batch yet")
+
+// Position is a change's place in its table's stream: the commit LSN of
+// its transaction and its index inside it.
+type Position struct {
+	CommitLSN uint64
+	TxIndex   uint32
+}
+
 // Append commits a batch of entries for one table. It never gives up on a
 // batch: it retries until the quorum has it or ctx ends, registering the
 // table again if the cluster does not know it.
 func (c *Client) Append(ctx context.Context, table string, entries []*witnessv1.Entry) (*witnessv1.AppendResponse, error) {
+	return c.AppendAfter(ctx, table, Position{}, entries)
+}
+
+// AppendAfter is Append for a batch that follows the batch ending at after
+// (zero: none). The cluster logs it only once it has logged that position,
+// so several batches of a table may be in flight at once; when it has not,
+// AppendAfter returns ErrPredecessorPending at once instead of retrying.
+func (c *Client) AppendAfter(ctx context.Context, table string, after Position, entries []*witnessv1.Entry) (*witnessv1.AppendResponse, error) {
+	req := &witnessv1.AppendRequest{Table: table, Entries: entries, AfterCommitLsn: after.CommitLSN, AfterTxIndex: after.TxIndex}
 	var resp *witnessv1.AppendResponse
-	err := c.do(ctx, "Append "+table, false, func(cl witnessv1connect.WitnessServiceClient) error {
-		r, err := cl.Append(ctx, connect.NewRequest(&witnessv1.AppendRequest{Table: table, Entries: entries}))
+	err := c.do(ctx, "Append "+table, false, true, func(cl witnessv1connect.WitnessServiceClient) error {
+		r, err := cl.Append(ctx, connect.NewRequest(req))
 		if connect.CodeOf(err) == connect.CodeNotFound {
 			c.mu.Lock()
 			mode, ok := c.modes[table]
@@ -199,7 +228,7 @@ func (c *Client) Append(ctx context.Context, table string, entries []*witnessv1.
 				if _, rerr := cl.RegisterTable(ctx, connect.NewRequest(&witnessv1.RegisterTableRequest{Table: table, Mode: mode})); rerr != nil {
 					return rerr
 				}
-				r, err = cl.Append(ctx, connect.NewRequest(&witnessv1.AppendRequest{Table: table, Entries: entries}))
+				r, err = cl.Append(ctx, connect.NewRequest(req))
 			}
 		}
 		if err != nil {
@@ -227,7 +256,7 @@ func (c *Client) Ping(ctx context.Context) error {
 // FAILED_PRECONDITION from the state machine, PERMISSION_DENIED...).
 func (c *Client) AppendChecked(ctx context.Context, table string, entries []*witnessv1.Entry) (*witnessv1.AppendResponse, error) {
 	var resp *witnessv1.AppendResponse
-	err := c.do(ctx, "Append "+table, true, func(cl witnessv1connect.WitnessServiceClient) error {
+	err := c.do(ctx, "Append "+table, true, false, func(cl witnessv1connect.WitnessServiceClient) error {
 		r, err := cl.Append(ctx, connect.NewRequest(&witnessv1.AppendRequest{Table: table, Entries: entries}))
 		if err != nil {
 			return err
@@ -243,7 +272,7 @@ func (c *Client) AppendChecked(ctx context.Context, table string, entries []*wit
 // names. It retries until a node answers.
 func (c *Client) Status(ctx context.Context) (*witnessv1.GetStatusResponse, error) {
 	var resp *witnessv1.GetStatusResponse
-	err := c.do(ctx, "GetStatus", true, func(cl witnessv1connect.WitnessServiceClient) error {
+	err := c.do(ctx, "GetStatus", true, false, func(cl witnessv1connect.WitnessServiceClient) error {
 		r, err := cl.GetStatus(ctx, connect.NewRequest(&witnessv1.GetStatusRequest{}))
 		if err != nil {
 			return err

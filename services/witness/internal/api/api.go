@@ -117,6 +117,8 @@ func rejectionError(err error) error {
 		return connect.NewError(connect.CodeAlreadyExists, err)
 	case errors.Is(err, fsm.ErrInvalid), errors.Is(err, fsm.ErrOutOfOrder):
 		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, fsm.ErrPredecessorPending):
+		return connect.NewError(connect.CodeAborted, err)
 	}
 	return connect.NewError(connect.CodeFailedPrecondition, err)
 }
@@ -142,8 +144,10 @@ func (s *Service) Append(ctx context.Context, req *connect.Request[witnessv1.App
 	res, index, err := s.node.Propose(ctx, &witnessv1.Command{
 		ProposedAtMicros: s.now().UnixMicro(),
 		Command: &witnessv1.Command_Append{Append: &witnessv1.AppendCommand{
-			Table:   m.GetTable(),
-			Entries: m.GetEntries(),
+			Table:          m.GetTable(),
+			Entries:        m.GetEntries(),
+			AfterCommitLsn: m.GetAfterCommitLsn(),
+			AfterTxIndex:   m.GetAfterTxIndex(),
 		}},
 	})
 	if err != nil {

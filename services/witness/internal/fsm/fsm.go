@@ -64,6 +64,12 @@ var (
 	// state does not admit: a BASELINE outside a baseline, or a change
 	// while the table is BASELINING or UNPROTECTED.
 	ErrProtection = errors.New("entry not allowed in the table's protection state")
+	// ErrPredecessorPending refuses a batch that names a predecessor the
+	// table's log has not reached yet (AppendCommand.after_*): the batch
+	// sent before it failed or is still on its way. It is flow control,
+	// not an attack, so it is not recorded as a rejection; the client
+	// sends the batch again once its predecessor is acknowledged.
+	ErrPredecessorPending = errors.New("the batch this one follows is not in the log yet")
 )
 
 // ErrDigestUnavailable is wrapped by StateDigest errors about a table whose
@@ -349,6 +355,10 @@ func protectionName(p witnessv1.Protection) string {
 }
 
 // formatLSN writes a WAL position as PostgreSQL does (X/X, hexadecimal).
+func formatPosition(p Position) string {
+	return fmt.Sprintf("(%s, %d)", formatLSN(p.CommitLSN), p.TxIndex)
+}
+
 func formatLSN(lsn uint64) string {
 	return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn))
 }
@@ -551,6 +561,15 @@ func (f *FSM) applyAppend(index uint64, at int64, c *witnessv1.AppendCommand) *R
 	}
 	if err := ValidateEntries(c.GetEntries()); err != nil {
 		return f.reject(index, at, t.name, err)
+	}
+	if after := (Position{CommitLSN: c.GetAfterCommitLsn(), TxIndex: c.GetAfterTxIndex()}); after != (Position{}) && (!t.hasLast || after.After(t.last)) {
+		// Applying it now could log entries past a change that is still
+		// missing, and that change would then be skipped as a replay.
+		last := "is empty"
+		if t.hasLast {
+			last = "ends at " + formatPosition(t.last)
+		}
+		return &Result{Table: t.info(), Err: fmt.Errorf("%w: the batch follows %s but the log of %s %s; send it again once that batch is acknowledged", ErrPredecessorPending, formatPosition(after), t.name, last)}
 	}
 	if err := t.checkProtection(c.GetEntries()); err != nil {
 		return f.reject(index, at, t.name, err)

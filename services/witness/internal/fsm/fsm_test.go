@@ -617,3 +617,59 @@ func TestViewIsFrozen(t *testing.T) {
 		t.Fatalf("Table of an unknown table: err = %v, want ErrUnknownTable", err)
 	}
 }
+
+func (h *harness) appendAfter(name string, after Position, es []*witnessv1.Entry) *Result {
+	h.t.Helper()
+	return h.apply(&witnessv1.Command{ProposedAtMicros: int64(h.index), Command: &witnessv1.Command_Append{
+		Append: &witnessv1.AppendCommand{Table: name, Entries: es, AfterCommitLsn: after.CommitLSN, AfterTxIndex: after.TxIndex},
+	}})
+}
+
+// TestAppendAfterPredecessor is the pipelining rule: a batch that names
+// the position it follows is applied only once the log has reached it, so
+// a batch whose predecessor failed is refused rather than logged past the
+// gap (where the missing changes would later be dropped as replays).
+func TestAppendAfterPredecessor(t *testing.T) {
+	h := newHarness(t)
+	mustOK(t, h.register(tbl, 0))
+
+	// The first batch of a pipeline follows nothing.
+	b1, b2, b3 := entries(100, 5), entries(101, 5), entries(102, 5)
+	after1 := Position{CommitLSN: 100, TxIndex: 4}
+	after2 := Position{CommitLSN: 101, TxIndex: 4}
+
+	// b2 arrives before b1 (b1 failed on its way): refused, log untouched,
+	// nothing recorded; on an empty log too.
+	r := h.appendAfter(tbl, after1, b2)
+	if !errors.Is(r.Err, ErrPredecessorPending) || r.Rejection != nil || r.Table.Size != 0 {
+		t.Fatalf("b2 before b1 on an empty log: err %v, rejection %v, size %d; want ErrPredecessorPending, none, 0", r.Err, r.Rejection, r.Table.Size)
+	}
+	mustOK(t, h.append(tbl, b1))
+	if r := h.appendAfter(tbl, after2, b3); !errors.Is(r.Err, ErrPredecessorPending) || r.Table.Size != 5 {
+		t.Fatalf("b3 before b2: err %v, size %d; want ErrPredecessorPending, 5", r.Err, r.Table.Size)
+	} else if !strings.Contains(r.Err.Error(), "(0/65, 4)") || !strings.Contains(r.Err.Error(), "ends at (0/64, 4)") {
+		t.Fatalf("refusal does not name both positions: %v", r.Err)
+	}
+	// Once the predecessor is in, the batches go in order.
+	if r := mustOK(t, h.appendAfter(tbl, after1, b2)); r.Appended != 5 || r.Table.Size != 10 {
+		t.Fatalf("b2 after b1: %+v", r)
+	}
+	if r := mustOK(t, h.appendAfter(tbl, after2, b3)); r.Appended != 5 || r.Table.Size != 15 {
+		t.Fatalf("b3 after b2: %+v", r)
+	}
+	// A predecessor the log has passed (a resent batch, or replays after a
+	// reconnect) is fine: its entries are replays.
+	if r := mustOK(t, h.appendAfter(tbl, after1, b2)); r.Appended != 0 || r.Duplicates != 5 {
+		t.Fatalf("resent b2: %+v; want 5 duplicates", r)
+	}
+	if rej, n := h.f.Rejections(); n != 0 || len(rej) != 0 {
+		t.Fatalf("pending predecessors were recorded as rejections: %v", rej)
+	}
+	// Every batch applied in order equals the log built without pipelining.
+	ref := newHarness(t)
+	mustOK(t, ref.register(tbl, 0))
+	want := mustOK(t, ref.append(tbl, append(append(entries(100, 5), entries(101, 5)...), entries(102, 5)...)))
+	if got := h.f.Tables()[0]; got.Root != want.Table.Root || got.ChainHead != want.Table.ChainHead {
+		t.Fatalf("pipelined log differs from the sequential one")
+	}
+}

@@ -183,11 +183,16 @@ func (*Command_RecordAnchor) isCommand_Command() {}
 func (*Command_Membership) isCommand_Command() {}
 
 type AppendCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
-	Entries       []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Table   string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Entries []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// The position the batch follows (AppendRequest.after_*): Apply refuses
+	// the batch, without recording a rejection, while the table's last
+	// position is before it.
+	AfterCommitLsn uint64 `protobuf:"varint,3,opt,name=after_commit_lsn,json=afterCommitLsn,proto3" json:"after_commit_lsn,omitempty"`
+	AfterTxIndex   uint32 `protobuf:"varint,4,opt,name=after_tx_index,json=afterTxIndex,proto3" json:"after_tx_index,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AppendCommand) Reset() {
@@ -232,6 +237,20 @@ func (x *AppendCommand) GetEntries() []*Entry {
 		return x.Entries
 	}
 	return nil
+}
+
+func (x *AppendCommand) GetAfterCommitLsn() uint64 {
+	if x != nil {
+		return x.AfterCommitLsn
+	}
+	return 0
+}
+
+func (x *AppendCommand) GetAfterTxIndex() uint32 {
+	if x != nil {
+		return x.AfterTxIndex
+	}
+	return 0
 }
 
 type RegisterTableCommand struct {
@@ -530,10 +549,12 @@ const file_witnz_witness_v1_fsm_proto_rawDesc = "" +
 	"membership\x18\n" +
 	" \x01(\v2#.witnz.witness.v1.MembershipCommandH\x00R\n" +
 	"membershipB\t\n" +
-	"\acommand\"X\n" +
+	"\acommand\"\xa8\x01\n" +
 	"\rAppendCommand\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x121\n" +
-	"\aentries\x18\x02 \x03(\v2\x17.witnz.witness.v1.EntryR\aentries\"w\n" +
+	"\aentries\x18\x02 \x03(\v2\x17.witnz.witness.v1.EntryR\aentries\x12(\n" +
+	"\x10after_commit_lsn\x18\x03 \x01(\x04R\x0eafterCommitLsn\x12$\n" +
+	"\x0eafter_tx_index\x18\x04 \x01(\rR\fafterTxIndex\"w\n" +
 	"\x14RegisterTableCommand\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12/\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x1b.witnz.witness.v1.TableModeR\x04mode\x12\x18\n" +

@@ -472,10 +472,17 @@ func (x *LoggedEntry) GetEncoded() []byte {
 type AppendRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "schema.table"
-	Table         string   `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
-	Entries       []*Entry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Table   string   `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Entries []*Entry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Position (commit_lsn, tx_index) of the last entry of the batch this one
+	// follows. The witness applies the batch only once the table's log has
+	// reached that position and answers ABORTED otherwise, so a client may
+	// keep several batches in flight without one ever being applied past a
+	// predecessor that failed. Zero (both fields): no predecessor.
+	AfterCommitLsn uint64 `protobuf:"varint,3,opt,name=after_commit_lsn,json=afterCommitLsn,proto3" json:"after_commit_lsn,omitempty"`
+	AfterTxIndex   uint32 `protobuf:"varint,4,opt,name=after_tx_index,json=afterTxIndex,proto3" json:"after_tx_index,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AppendRequest) Reset() {
@@ -520,6 +527,20 @@ func (x *AppendRequest) GetEntries() []*Entry {
 		return x.Entries
 	}
 	return nil
+}
+
+func (x *AppendRequest) GetAfterCommitLsn() uint64 {
+	if x != nil {
+		return x.AfterCommitLsn
+	}
+	return 0
+}
+
+func (x *AppendRequest) GetAfterTxIndex() uint32 {
+	if x != nil {
+		return x.AfterTxIndex
+	}
+	return 0
 }
 
 type AppendResponse struct {
@@ -2314,10 +2335,12 @@ const file_witnz_witness_v1_witness_proto_rawDesc = "" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12-\n" +
 	"\x05entry\x18\x02 \x01(\v2\x17.witnz.witness.v1.EntryR\x05entry\x12\x1b\n" +
 	"\tleaf_hash\x18\x03 \x01(\fR\bleafHash\x12\x18\n" +
-	"\aencoded\x18\x04 \x01(\fR\aencoded\"X\n" +
+	"\aencoded\x18\x04 \x01(\fR\aencoded\"\xa8\x01\n" +
 	"\rAppendRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x121\n" +
-	"\aentries\x18\x02 \x03(\v2\x17.witnz.witness.v1.EntryR\aentries\"\x8d\x01\n" +
+	"\aentries\x18\x02 \x03(\v2\x17.witnz.witness.v1.EntryR\aentries\x12(\n" +
+	"\x10after_commit_lsn\x18\x03 \x01(\x04R\x0eafterCommitLsn\x12$\n" +
+	"\x0eafter_tx_index\x18\x04 \x01(\rR\fafterTxIndex\"\x8d\x01\n" +
 	"\x0eAppendResponse\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x12\n" +
