@@ -116,6 +116,11 @@ func loadCosign(cfg config.Config, log *slog.Logger) (*cosigning, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--external-witness %s: its verifier key: %v (want a cosignature/v1 key as `witnz witness keygen` writes)", w.Name, err)
 		}
+		if c.policy != nil {
+			if _, err := c.policy.Verifiers().Verifier(v.Name(), v.KeyHash()); err != nil {
+				c.log.Warn("the policy does not name this external witness's key: its cosignature is added to checkpoints but counts for no quorum", "external_witness", w.Name, "key", v.Name(), "policy", cc.PolicyFile)
+			}
+		}
 		c.external = append(c.external, cosign.ExternalWitness{Name: w.Name, URL: w.URL, Verifier: v})
 	}
 	if len(cc.WitnessLogFiles) > 0 {

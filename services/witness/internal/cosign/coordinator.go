@@ -279,7 +279,7 @@ func (c *Coordinator) checkpointTable(ctx context.Context, table string, voters 
 		c.cfg.Log.Warn("checkpoint not stored", "table", table, "size", cp.Size, "error", res.Err)
 		return res
 	}
-	c.cfg.Log.Info("stored a cosigned checkpoint", "table", table, "size", cp.Size, "cosigners", strings.Join(res.Cosigners, ","))
+	c.cfg.Log.Info("stored a cosigned checkpoint", "table", table, "size", cp.Size, "cosigners", strings.Join(res.Cosigners, ","), "external", strings.Join(res.External, ","))
 	return res
 }
 

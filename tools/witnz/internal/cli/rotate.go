@@ -396,6 +396,29 @@ type MembersResult struct {
 	Unreachable        []string           `json:"unreachable"`
 	History            []MembershipRecord `json:"history"`
 	HistoryTotal       uint64             `json:"history_total"`
+	Rotation           *RotationInfo      `json:"rotation,omitempty"`
+}
+
+// RotationInfo is the rotation pool and schedule as the answering node
+// sees them.
+type RotationInfo struct {
+	EverySeconds uint64   `json:"rotate_every_seconds"`
+	ActiveCount  uint32   `json:"active_count"`
+	Pool         []string `json:"pool"`
+	LastRun      string   `json:"last_run,omitempty"`
+	LastResult   string   `json:"last_result,omitempty"`
+	Rotations    uint64   `json:"rotations"`
+}
+
+func rotationInfo(r *witnessv1.RotationStatus) *RotationInfo {
+	if r == nil {
+		return nil
+	}
+	out := &RotationInfo{EverySeconds: r.GetRotateEverySeconds(), ActiveCount: r.GetActiveCount(), Pool: append([]string{}, r.GetPool()...), LastResult: r.GetLastResult(), Rotations: r.GetRotations()}
+	if r.GetLastRunMicros() != 0 {
+		out.LastRun = time.UnixMicro(r.GetLastRunMicros()).UTC().Format(time.RFC3339)
+	}
+	return out
 }
 
 // MembershipRecord is one recorded step of a membership change.
@@ -467,7 +490,7 @@ func runWitnessMembers(ctx context.Context, c *invocation) error {
 		NodeID: resp.GetNodeId(), LeaderID: resp.GetLeaderId(), LeaderAPIAddress: resp.GetLeaderApiAddress(),
 		Term: resp.GetTerm(), ConfigurationIndex: resp.GetConfigurationIndex(), MinVoters: resp.GetMinVoters(),
 		Members: memberInfos(resp.GetMembers()), Unreachable: append([]string{}, resp.GetUnreachable()...),
-		History: []MembershipRecord{}, HistoryTotal: resp.GetHistoryTotal(),
+		History: []MembershipRecord{}, HistoryTotal: resp.GetHistoryTotal(), Rotation: rotationInfo(resp.GetRotation()),
 	}
 	for _, e := range resp.GetHistory() {
 		out.History = append(out.History, membershipRecord(e))
@@ -481,6 +504,24 @@ func runWitnessMembers(ctx context.Context, c *invocation) error {
 	}
 	fmt.Fprintf(c.stdout, "members as %s sees them (leader %s, term %d, configuration index %d, --min-voters %d)\n\n", out.NodeID, leader, out.Term, out.ConfigurationIndex, out.MinVoters)
 	printMembers(c.stdout, out.Members, out.NodeID == out.LeaderID, out.Unreachable)
+	if r := out.Rotation; r != nil {
+		schedule := "no schedule"
+		if r.EverySeconds > 0 {
+			schedule = "every " + (time.Duration(r.EverySeconds) * time.Second).String()
+		}
+		active := "the current number of voters"
+		if r.ActiveCount > 0 {
+			active = fmt.Sprintf("%d voters", r.ActiveCount)
+		}
+		pool := strings.Join(r.Pool, ", ")
+		if pool == "" {
+			pool = "none"
+		}
+		fmt.Fprintf(c.stdout, "\nrotation: %s, keeping %s; standby nodes: %s\n", schedule, active, pool)
+		if r.LastResult != "" {
+			fmt.Fprintf(c.stdout, "last scheduled step (%s): %s (%d completed)\n", r.LastRun, r.LastResult, r.Rotations)
+		}
+	}
 	if len(out.History) == 0 {
 		fmt.Fprintln(c.stdout, "\nno membership change recorded")
 		return nil

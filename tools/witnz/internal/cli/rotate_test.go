@@ -74,6 +74,7 @@ func (f *fakeMembership) ListMembers(context.Context, *connect.Request[witnessv1
 	}
 	if f.leader {
 		resp.Unreachable = []string{"w3"}
+		resp.Rotation = &witnessv1.RotationStatus{RotateEverySeconds: 86400, ActiveCount: 3, Pool: []string{"w4"}, LastRunMicros: 1_767_225_601_000_000, LastResult: "rotated w1 out and w4 in", Rotations: 1}
 	}
 	return connect.NewResponse(resp), nil
 }
@@ -187,6 +188,7 @@ func TestWitnessMembershipCommands(t *testing.T) {
 				{RaftIndex: 30, At: "2026-01-01T00:00:00Z", Op: "rotate", Phase: "started", NodeID: "w1", ReplacementID: "w4", By: "spiffe://witnz/operator/admin"},
 				{RaftIndex: 41, At: "2026-01-01T00:00:01Z", Op: "remove", Phase: "done", NodeID: "w1", By: "spiffe://witnz/operator/admin", ConfigurationIndex: 41, Operation: 30},
 			},
+			Rotation: &RotationInfo{EverySeconds: 86400, ActiveCount: 3, Pool: []string{"w4"}, LastRun: "2026-01-01T00:00:01Z", LastResult: "rotated w1 out and w4 in", Rotations: 1},
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Fatalf("members --json (-want +got):\n%s", diff)
@@ -198,7 +200,8 @@ func TestWitnessMembershipCommands(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"members as w2 sees them (leader w2, term 3, configuration index 41, --min-voters 3)", "HEARTBEATS", "FAILING", "membership changes (last 2 of 2):", "rotate  started  w1 -> w4  by spiffe://witnz/operator/admin", "configuration index 41"} {
+		for _, want := range []string{"members as w2 sees them (leader w2, term 3, configuration index 41, --min-voters 3)", "HEARTBEATS", "FAILING", "membership changes (last 2 of 2):", "rotate  started  w1 -> w4  by spiffe://witnz/operator/admin", "configuration index 41",
+			"rotation: every 24h0m0s, keeping 3 voters; standby nodes: w4", "last scheduled step (2026-01-01T00:00:01Z): rotated w1 out and w4 in (1 completed)"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q:\n%s", want, out)
 			}
