@@ -402,6 +402,21 @@ func runCheckAnchor(ctx context.Context, c *invocation, f *verifyFlags) error {
 	return err
 }
 
+// checkAnchorsAfterFailure runs the anchor check of a table that could not
+// be verified: a rewritten history is still reported (exit 3), else the
+// verification's error stands.
+func checkAnchorsAfterFailure(ctx context.Context, c *invocation, f *verifyFlags, table string, verifyErr error) error {
+	_, err := checkAnchors(ctx, c, f, table)
+	if errors.As(err, new(*AnchorProblemError)) {
+		fmt.Fprintf(c.stderr, "witnz: %v\n", verifyErr)
+		return err
+	}
+	if err != nil {
+		fmt.Fprintf(c.stderr, "witnz: %v\n", err)
+	}
+	return verifyErr
+}
+
 // checkAnchors asks the anchor service to check the anchors (of table, or
 // of every table when it is empty) and prints the checks unless --json.
 // A nil result comes with an error that stopped the check (exit 1); a

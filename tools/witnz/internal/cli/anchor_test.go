@@ -123,6 +123,8 @@ func startAnchorEnv(t *testing.T) *anchorEnv {
 	fa := &fakeAnchor{receipts: testReceipts()}
 	fv := &fakeVerifier{results: map[string]*verifierv1.VerifyResponse{
 		"public.audit_log": {Table: "public.audit_log", SnapshotLsn: "0/1A2B3C", LogSize: 1003, RowsScanned: 1000, DurationMs: 77, Ok: true, Outcome: verifierv1.Outcome_OUTCOME_OK},
+	}, errs: map[string]error{
+		"public.clean": connect.NewError(connect.CodeUnavailable, errors.New("witness cluster: the witness cluster has no leader (no quorum?)")),
 	}}
 	e := &anchorEnv{anchor: fa, verifier: fv, urls: map[string]string{}}
 	e.urls["anchor"] = serve(t, dir, mtls.Service("anchor"), func(s *rpcserver.Server) {
@@ -355,6 +357,21 @@ func TestVerifyCheckAnchor(t *testing.T) {
 		}
 		if !strings.Contains(out, "public.audit_log: OK, 1000 rows") || !strings.Contains(out, "public.audit_log: PROBLEM, anchored size 1002, current size 1302: root differs") {
 			t.Errorf("output:\n%s", out)
+		}
+	})
+
+	t.Run("a table that cannot be verified still has its anchors checked", func(t *testing.T) {
+		e.anchor.set(&anchorv1.CheckAnchorsResponse{Ok: false, Checks: []*anchorv1.AnchorCheck{
+			{Receipt: receipts[0], Table: "public.clean", Ok: false, Problem: "root differs"},
+		}}, nil)
+		_, stderr, err := run(t, e.env, "verify", "public.clean", "--check-anchor")
+		if !errors.As(err, new(*AnchorProblemError)) || !strings.Contains(stderr, "no quorum") {
+			t.Errorf("rewritten history behind a failed verification: %v (stderr %q), want AnchorProblemError and the verify error on stderr", err, stderr)
+		}
+		e.anchor.set(okCheck, nil)
+		_, _, err = run(t, e.env, "verify", "public.clean", "--check-anchor", "--json")
+		if err == nil || errors.As(err, new(*AnchorProblemError)) || !strings.Contains(err.Error(), "no quorum") {
+			t.Errorf("failed verification, anchors ok: %v, want the verify error (exit 1)", err)
 		}
 	})
 

@@ -159,6 +159,9 @@ func runVerify(ctx context.Context, c *invocation) error {
 		resp, err := client.Verify(ctx, connect.NewRequest(&verifierv1.VerifyRequest{Table: table}))
 		if err != nil {
 			err = verifierError(table, url, err)
+			if len(tables) == 1 && f.checkAnchor {
+				return checkAnchorsAfterFailure(ctx, c, f, table, err)
+			}
 			if len(tables) == 1 {
 				return err
 			}
