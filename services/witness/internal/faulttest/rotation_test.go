@@ -2,6 +2,7 @@ package faulttest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,10 +23,11 @@ import (
 	"github.com/witnz/witnz/libs/testenv"
 )
 
-// newPoolCluster starts voters witness processes (w1 bootstraps) and pool
-// standby ones that belong to no cluster yet (their --peer names only
-// themselves). Every node cosigns (a policy naming every key, quorum a
-// majority of the voters) and gets extra flags.
+// newPoolCluster starts voters witness processes (w1 bootstraps) and
+// prepares pool standby ones, not started, that belong to no cluster yet
+// (their --peer names only themselves); every node lists them in --pool.
+// Every node cosigns (a policy naming every key, quorum a majority of the
+// voters) and gets extra flags.
 func newPoolCluster(t *testing.T, voters, pool int, extra ...string) *cluster {
 	t.Helper()
 	c := &cluster{bin: witnessBinary(t), pkiDir: t.TempDir(), spec: clusterSpec{size: voters, timing: fast, cosign: true}}
@@ -71,7 +73,7 @@ func newPoolCluster(t *testing.T, voters, pool int, extra ...string) *cluster {
 		}
 		n.args = append(append(append(n.args, "--policy="+policyFile), poolFlags...), extra...)
 	}
-	c.startAll(t)
+	c.startAll(t, c.nodes[:voters]...)
 	c.leader(t, c.nodes[:voters]...)
 	return c
 }
@@ -106,9 +108,13 @@ func (c *cluster) cosigningNode(t *testing.T, id string, index int, keyDir, name
 	return n, vkey
 }
 
-// startAll starts every node of c and kills them when the test ends.
-func (c *cluster) startAll(t *testing.T) {
+// startAll starts the given nodes (every node of c when none is given)
+// and kills every node of c when the test ends.
+func (c *cluster) startAll(t *testing.T, nodes ...*node) {
 	t.Helper()
+	if nodes == nil {
+		nodes = c.nodes
+	}
 	t.Cleanup(func() {
 		for _, n := range c.nodes {
 			n.kill()
@@ -120,7 +126,7 @@ func (c *cluster) startAll(t *testing.T) {
 			}
 		}
 	})
-	for _, n := range c.nodes {
+	for _, n := range nodes {
 		c.start(t, n)
 	}
 }
@@ -154,11 +160,12 @@ func (c *cluster) currentLeader(ctx context.Context) (*node, *witnessv1.ListMemb
 }
 
 // TestScheduledRotation runs 3 voters and 1 standby node with a rotation
-// every 2s under a steady stream of appends: rotations happen (recorded in
-// the replicated membership history, by the leader's identity), appends
-// go on throughout, every acknowledged entry is on every voter, and the
-// standby node checked the table's stored history before its first
-// cosignature.
+// every 2s under a steady stream of appends. While the standby node is
+// down the schedule skips, saying so; once it runs, rotations happen
+// (recorded in the replicated membership history, by the leader's
+// identity), appends go on throughout, every acknowledged entry is on
+// every voter, and the standby node verified the table's stored
+// checkpoint before its first cosignature.
 func TestScheduledRotation(t *testing.T) {
 	skipShort(t)
 	c := newPoolCluster(t, 3, 1, "--rotate-every=2s")
@@ -188,6 +195,24 @@ func TestScheduledRotation(t *testing.T) {
 		}
 	}
 	defer halt.Store(true)
+
+	// Before w4 runs, a checkpoint is stored and the schedule skips.
+	pollUntil(t, 20*time.Second, "a stored checkpoint and a skipped rotation", func() error {
+		l, _, err := c.currentLeader(t.Context())
+		if err != nil {
+			return err
+		}
+		if _, err := l.client.GetCheckpoint(t.Context(), connect.NewRequest(&witnessv1.GetCheckpointRequest{Table: g.table})); err != nil {
+			return err
+		}
+		for _, n := range c.nodes[:3] {
+			if strings.Contains(lastRun(t, n), "rotation skipped") && strings.Contains(lastRun(t, n), "no standby node of the rotation pool is reachable") {
+				return nil
+			}
+		}
+		return errors.New("no voter logged a skipped rotation")
+	})
+	c.start(t, w4)
 
 	// Wait for a completed rotation that brought w4 in.
 	var rotated *witnessv1.MembershipEvent
@@ -278,6 +303,9 @@ func TestScheduledRotation(t *testing.T) {
 		}
 		for _, tb := range resp.Msg.GetTables() {
 			if tb.GetTable() == g.table && tb.GetHistory() == witnessv1.HistoryCheck_HISTORY_CHECK_VERIFIED {
+				if tb.GetCheckedSize() == 0 || !strings.Contains(tb.GetDetail(), "verify under the policy") {
+					t.Fatalf("w4 verified no stored checkpoint: %v", tb)
+				}
 				return nil
 			}
 		}
