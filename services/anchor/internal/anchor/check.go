@@ -218,12 +218,18 @@ func (a *Anchorer) checkExtends(ctx context.Context, v object.Verified, cache ma
 	}
 	var (
 		problems    []string
+		nodesOf     = map[string][]string{}
 		worst       = kindNone
 		proved      int
 		currentSize uint64
 	)
-	fail := func(k kind, format string, args ...any) {
-		problems = append(problems, fmt.Sprintf(format, args...))
+	// fail records a node's problem; nodes with the same problem are
+	// named together.
+	fail := func(k kind, url, problem string) {
+		if _, seen := nodesOf[problem]; !seen {
+			problems = append(problems, problem)
+		}
+		nodesOf[problem] = append(nodesOf[problem], url)
 		if k == kindRewrite || worst == kindNone {
 			worst = k
 		}
@@ -234,11 +240,11 @@ func (a *Anchorer) checkExtends(ctx context.Context, v object.Verified, cache ma
 			continue
 		}
 		if c.err != nil {
-			fail(kindRewrite, "%s: %v", c.url, c.err)
+			fail(kindRewrite, c.url, c.err.Error())
 			continue
 		}
 		if c.cp.Size < anchoredSize {
-			fail(kindRewrite, "history of %s was rewritten: %s serves a cosigned checkpoint at size %d, smaller than the anchored size %d", v.Table, c.url, c.cp.Size, anchoredSize)
+			fail(kindRewrite, c.url, fmt.Sprintf("history of %s was rewritten: the current cosigned checkpoint is at size %d, smaller than the anchored size %d", v.Table, c.cp.Size, anchoredSize))
 			continue
 		}
 		p, err := a.consistencyProof(ctx, c.url, v.Table, anchoredSize, c.cp.Size)
@@ -246,16 +252,20 @@ func (a *Anchorer) checkExtends(ctx context.Context, v object.Verified, cache ma
 			if connect.CodeOf(err) == connect.CodeUnavailable || connect.CodeOf(err) == connect.CodeDeadlineExceeded {
 				continue
 			}
-			fail(kindRewrite, "history of %s was rewritten: %s gives no consistency proof from the anchored size %d to its checkpoint at size %d: %v", v.Table, c.url, anchoredSize, c.cp.Size, err)
+			fail(kindRewrite, c.url, fmt.Sprintf("history of %s was rewritten: no consistency proof from the anchored size %d to the current cosigned size %d: %v", v.Table, anchoredSize, c.cp.Size, err))
 			continue
 		}
+		// The proof library's error spans lines; what matters is said here.
 		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, anchoredSize, c.cp.Size, p, anchoredRoot[:], c.cp.Root[:]); err != nil {
-			fail(kindRewrite, "history of %s was rewritten: the log %s serves (cosigned at size %d, root %s) does not extend the anchored checkpoint at size %d (root %s): %v",
-				v.Table, c.url, c.cp.Size, base64.StdEncoding.EncodeToString(c.cp.Root[:]), anchoredSize, base64.StdEncoding.EncodeToString(anchoredRoot[:]), err)
+			fail(kindRewrite, c.url, fmt.Sprintf("history of %s was rewritten: the log (cosigned at size %d, root %s) does not extend the anchored checkpoint at size %d (root %s): the consistency proof does not verify",
+				v.Table, c.cp.Size, base64.StdEncoding.EncodeToString(c.cp.Root[:]), anchoredSize, base64.StdEncoding.EncodeToString(anchoredRoot[:])))
 			continue
 		}
 		proved++
 		currentSize = max(currentSize, c.cp.Size)
+	}
+	for i, p := range problems {
+		problems[i] = strings.Join(nodesOf[p], ", ") + ": " + p
 	}
 	if len(problems) > 0 {
 		return worst, currentSize, strings.Join(problems, "; ")
@@ -280,11 +290,11 @@ func (a *Anchorer) currentCheckpoints(ctx context.Context, table string) []curre
 		default:
 			cp, _, err := a.cfg.Policy.Verify(nc.Resp.GetNote())
 			if err != nil {
-				c.err = fmt.Errorf("its current checkpoint of %s does not meet the policy (forged or re-keyed witnesses?): %w", table, err)
+				c.err = fmt.Errorf("the current checkpoint of %s does not meet the policy (forged or re-keyed witnesses?): %w", table, err)
 				break
 			}
 			if _, t, err := checkpoint.ParseOrigin(cp.Origin); err != nil || t != table {
-				c.err = fmt.Errorf("its checkpoint of %s has origin %q", table, cp.Origin)
+				c.err = fmt.Errorf("the current checkpoint of %s has origin %q", table, cp.Origin)
 				break
 			}
 			c.cp = cp

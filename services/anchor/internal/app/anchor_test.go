@@ -10,12 +10,18 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
+	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
 	anchorv1 "github.com/witnz/witnz/libs/gen/witnz/anchor/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/anchor/v1/anchorv1connect"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/libs/mtls"
 	"github.com/witnz/witnz/libs/pki"
+	"github.com/witnz/witnz/libs/testenv"
 	"github.com/witnz/witnz/services/anchor/internal/app"
 	"github.com/witnz/witnz/services/anchor/internal/config"
 	"github.com/witnz/witnz/services/anchor/internal/object"
@@ -196,6 +202,7 @@ func TestAnchorDirEndToEnd(t *testing.T) {
 		t.Fatal("check passed with a missing and a truncated object")
 	}
 	got := problems(res)
+	t.Logf("missing and truncated objects:\n%s", got)
 	for _, want := range []string{
 		"anchor object " + r.GetKey() + " in dir sink " + sinkDir + " is missing",
 		"anchor object " + r2.GetKey() + " in dir sink " + sinkDir + " is corrupted",
@@ -231,14 +238,23 @@ func TestAnchorCatchesForgedHistory(t *testing.T) {
 	forged := newCluster(t, s, 3)
 	forged.appendRows(t, audit, 100, 5, "forged")
 	forged.waitCheckpoint(t, audit, 5)
-	a = startAnchor(t, s, config.Config{Witnesses: forged.urls(), Sink: config.SinkDir, SinkDir: sinkDir, DataDir: dataDir})
+	alerts, alertURL := startAlertSink(t, s)
+	a = startAnchor(t, s, config.Config{Witnesses: forged.urls(), Sink: config.SinkDir, SinkDir: sinkDir, DataDir: dataDir, AlertURL: alertURL})
 	res := a.check(t, true)
-	if res.GetOk() || !strings.Contains(problems(res), audit+": history of "+audit+" was rewritten") {
+	if res.GetOk() || !strings.Contains(problems(res), "history of "+audit+" was rewritten") {
 		t.Fatalf("forged history of the same size not caught: ok=%v\n%s", res.GetOk(), problems(res))
 	}
+	waitFor(t, "a CRITICAL anchor.history_rewritten alert", func() (bool, string) {
+		al := alerts.types()["anchor.history_rewritten"]
+		if al == nil {
+			return false, "none yet"
+		}
+		return al.GetSeverity() == alertv1.Severity_SEVERITY_CRITICAL && al.GetTable() == audit, al.String()
+	})
 	forged.appendRows(t, audit, 200, 3, "forged")
 	forged.waitCheckpoint(t, audit, 8)
 	res = a.check(t, true)
+	t.Logf("forged longer history:\n%s", problems(res))
 	if res.GetOk() || !strings.Contains(problems(res), "does not extend the anchored checkpoint at size 5") {
 		t.Fatalf("forged longer history not caught: ok=%v\n%s", res.GetOk(), problems(res))
 	}
@@ -256,6 +272,7 @@ func TestAnchorCatchesForgedHistory(t *testing.T) {
 	other.waitCheckpoint(t, audit, 6)
 	a = startAnchor(t, s, config.Config{Witnesses: other.urls(), Sink: config.SinkDir, SinkDir: sinkDir, DataDir: dataDir, PolicyFile: s.policy})
 	res = a.check(t, true)
+	t.Logf("re-keyed cluster:\n%s", problems(res))
 	if res.GetOk() || !strings.Contains(problems(res), "does not meet the policy") {
 		t.Fatalf("re-keyed forged cluster not caught: ok=%v\n%s", res.GetOk(), problems(res))
 	}
@@ -268,4 +285,64 @@ func hasKey(rs []*anchorv1.Receipt, key string) bool {
 		}
 	}
 	return false
+}
+
+// TestAnchorS3EndToEnd anchors into a real S3 store with Object Lock
+// (MinIO): the receipt carries the object's version, checksum and
+// retain-until, and the check reads that version back. A bucket without
+// Object Lock is refused at start-up.
+func TestAnchorS3EndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster of witness processes and MinIO")
+	}
+	m := testenv.MinIO(t)
+	admin := s3.New(s3.Options{
+		BaseEndpoint: aws.String(m.Endpoint()), Region: m.Region(), UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider(m.AccessKey(), m.SecretKey(), ""),
+	})
+	for bucket, lock := range map[string]bool{"anchors": true, "plain": false} {
+		if _, err := admin.CreateBucket(t.Context(), &s3.CreateBucketInput{Bucket: aws.String(bucket), ObjectLockEnabledForBucket: aws.Bool(lock)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := newStack(t, 3)
+	c := newCluster(t, s, 3)
+	c.appendRows(t, audit, 100, 4, "")
+	c.waitCheckpoint(t, audit, 4)
+
+	cfg := func(bucket string) config.Config {
+		return config.Config{
+			Witnesses: c.urls(), Sink: config.SinkS3, DataDir: t.TempDir(),
+			S3: config.S3{Endpoint: m.Endpoint(), Bucket: bucket, Region: m.Region(), PathStyle: true, Prefix: config.DefaultPrefix,
+				Retain: 2 * 24 * time.Hour, AccessKeyID: m.AccessKey(), SecretAccessKey: m.SecretKey()},
+		}
+	}
+	plain := cfg("plain")
+	p := pki.PathsFor(s.pkiDir, mtls.Service("anchor"))
+	plain.Listen, plain.TLS, plain.PolicyFile, plain.Interval = "127.0.0.1:0", mtls.Files{Cert: p.Cert, Key: p.Key, CA: p.CA}, s.policy, time.Hour
+	if _, err := app.New(t.Context(), plain, testLogger(t, "anchor")); err == nil || !strings.Contains(err.Error(), "--s3-bucket plain does not have Object Lock enabled") {
+		t.Fatalf("start-up with a bucket without Object Lock: %v", err)
+	}
+
+	a := startAnchor(t, s, cfg("anchors"))
+	r := a.anchorNow(t)
+	if r.GetSink() != "s3" || r.GetBucket() != "anchors" || !strings.HasPrefix(r.GetKey(), config.DefaultPrefix) || r.GetVersionId() == "" || r.GetEtag() == "" ||
+		r.GetRetainUntil().AsTime().Before(time.Now().Add(47*time.Hour)) || r.GetWitnessRaftIndex() == 0 {
+		t.Fatalf("receipt %v", r)
+	}
+	head, err := admin.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String("anchors"), Key: aws.String(r.GetKey()), VersionId: aws.String(r.GetVersionId())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head.ObjectLockMode != s3types.ObjectLockModeCompliance {
+		t.Fatalf("object lock mode %q, want COMPLIANCE", head.ObjectLockMode)
+	}
+	if _, err := admin.DeleteObject(t.Context(), &s3.DeleteObjectInput{Bucket: aws.String("anchors"), Key: aws.String(r.GetKey()), VersionId: aws.String(r.GetVersionId())}); err == nil {
+		t.Fatal("the anchored version was deleted")
+	}
+	c.appendRows(t, audit, 200, 2, "")
+	c.waitCheckpoint(t, audit, 6)
+	if res := a.check(t, true); !res.GetOk() {
+		t.Fatalf("check failed:\n%s", problems(res))
+	}
 }

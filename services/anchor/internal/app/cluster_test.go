@@ -78,7 +78,7 @@ type stack struct {
 func newStack(t *testing.T, nodes int) *stack {
 	t.Helper()
 	s := &stack{pkiDir: t.TempDir(), keys: map[string]string{}}
-	ids := []mtls.Identity{mtls.Service("anchor"), mtls.Service("cdc-ingest"), mtls.Service("gateway"), mtls.Service("verifier"), operator}
+	ids := []mtls.Identity{mtls.Service("anchor"), mtls.Service("cdc-ingest"), mtls.Service("gateway"), mtls.Service("verifier"), mtls.Service("alert"), operator}
 	for i := range nodes {
 		ids = append(ids, mtls.Witness(fmt.Sprintf("w%d", i+1)))
 	}

@@ -100,7 +100,7 @@ func Parse(b []byte) (*Object, error) {
 	var head struct {
 		Format *string `json:"format"`
 	}
-	if err := json.Unmarshal(b, &head); err != nil {
+	if err := json.NewDecoder(bytes.NewReader(b)).Decode(&head); err != nil {
 		var syn *json.SyntaxError
 		if errors.Is(err, io.ErrUnexpectedEOF) || (errors.As(err, &syn) && strings.Contains(syn.Error(), "unexpected end")) {
 			return nil, fmt.Errorf("%w: %d bytes end in the middle of the JSON document", ErrTruncated, len(b))

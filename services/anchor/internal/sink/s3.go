@@ -103,6 +103,16 @@ func OpenS3(ctx context.Context, cfg S3Config) (*S3, error) {
 // the store's clock from the answer's Date header.
 func (s *S3) checkBucket(ctx context.Context) error {
 	out, err := s.client.GetObjectLockConfiguration(ctx, &s3.GetObjectLockConfigurationInput{Bucket: aws.String(s.cfg.Bucket)})
+	var ae smithy.APIError
+	if errors.As(err, &ae) && (ae.ErrorCode() == "ObjectLockConfigurationNotFoundError" || ae.ErrorCode() == "InvalidBucketState") {
+		// Some stores answer so for a bucket that does not exist either.
+		if _, herr := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.cfg.Bucket)}); herr != nil {
+			var nf *types.NotFound
+			if errors.As(herr, &nf) {
+				return s.noBucket()
+			}
+		}
+	}
 	if err != nil {
 		return s.explain("check Object Lock on the bucket", err)
 	}
@@ -113,6 +123,10 @@ func (s *S3) checkBucket(ctx context.Context) error {
 		return s.noObjectLock()
 	}
 	return nil
+}
+
+func (s *S3) noBucket() error {
+	return fmt.Errorf("--s3-bucket %s does not exist at %s: create it with Object Lock enabled", s.cfg.Bucket, s.endpoint())
 }
 
 func (s *S3) noObjectLock() error {
@@ -156,7 +170,7 @@ func (s *S3) explain(what string, err error) error {
 		case "AccessDenied":
 			return fmt.Errorf("--sink s3: %s on bucket %s: access denied: grant these credentials s3:GetBucketObjectLockConfiguration, s3:PutObject, s3:PutObjectRetention, s3:GetObject, s3:GetObjectVersion and s3:ListBucket", what, s.cfg.Bucket)
 		case "NoSuchBucket":
-			return fmt.Errorf("--s3-bucket %s does not exist at %s: create it with Object Lock enabled", s.cfg.Bucket, s.endpoint())
+			return s.noBucket()
 		case "ObjectLockConfigurationNotFoundError", "InvalidBucketState":
 			return s.noObjectLock()
 		case "RequestTimeTooSkewed":
