@@ -315,3 +315,34 @@ func TestScheduledRotation(t *testing.T) {
 		t.Fatalf("w4's log has no history check line:\n%s", fileTail(w4.logPath, 20))
 	}
 }
+
+// TestActiveCountGrows runs 3 voters with --active-count 4 and one standby
+// node: the schedule adds it as a fourth voter, recorded by the leader.
+func TestActiveCountGrows(t *testing.T) {
+	skipShort(t)
+	c := newPoolCluster(t, 3, 1, "--rotate-every=1s", "--active-count=4")
+	c.start(t, c.nodes[3])
+	pollUntil(t, 20*time.Second, "w4 promoted to a fourth voter by the schedule", func() error {
+		_, m, err := c.currentLeader(t.Context())
+		if err != nil {
+			return err
+		}
+		var voters []string
+		for _, mem := range m.GetMembers() {
+			if mem.GetVoter() {
+				voters = append(voters, mem.GetId())
+			}
+		}
+		if len(voters) != 4 || !slices.Contains(voters, "w4") {
+			return fmt.Errorf("voters %v", voters)
+		}
+		for _, e := range m.GetHistory() {
+			ch := e.GetChange()
+			if ch.GetOp() == witnessv1.MembershipOp_MEMBERSHIP_OP_PROMOTE && ch.GetPhase() == witnessv1.MembershipPhase_MEMBERSHIP_PHASE_DONE &&
+				ch.GetNodeId() == "w4" && strings.HasPrefix(ch.GetBy(), "spiffe://witnz/witness/") {
+				return nil
+			}
+		}
+		return errors.New("no promotion of w4 by a witness identity in the history")
+	})
+}
