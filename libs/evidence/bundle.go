@@ -59,6 +59,14 @@ type Consistency struct {
 
 // AnchorReceipt says where a checkpoint was anchored (the fields of
 // witnz.anchor.v1.Receipt). Times are RFC 3339.
+//
+// With Root set, the receipt also says what was anchored for the bundle's
+// table (Size and Root, from the receipt's checkpoints) and Verify checks
+// it against the bundle's checkpoint: equal at the same size, otherwise
+// Proof is the RFC 6962 consistency proof from the smaller of the two
+// sizes to the larger. Checkpoint, when present, is the anchored signed
+// note itself (read from the anchored object); it must meet the policy
+// and say Size and Root.
 type AnchorReceipt struct {
 	Sink           string `json:"sink"`
 	Bucket         string `json:"bucket,omitempty"`
@@ -67,6 +75,12 @@ type AnchorReceipt struct {
 	ChecksumSHA256 string `json:"checksum_sha256,omitempty"`
 	AnchoredAt     string `json:"anchored_at,omitempty"`
 	RetainUntil    string `json:"retain_until,omitempty"`
+	// WitnessRaftIndex is the witness log index that recorded the receipt.
+	WitnessRaftIndex uint64  `json:"witness_raft_index,omitempty"`
+	Size             uint64  `json:"size,omitempty"`
+	Root             Bytes   `json:"root,omitempty"`
+	Proof            []Bytes `json:"proof,omitempty"`
+	Checkpoint       string  `json:"checkpoint,omitempty"`
 }
 
 // Finding is what the bundle is evidence for, in the words of whoever made
@@ -124,7 +138,7 @@ func (b *Bundle) Encode() ([]byte, error) {
 var shape = map[string][]string{
 	"":            {"!format", "!table", "!index", "!entry", "!inclusion_proof", "!checkpoint", "consistency", "anchor", "finding"},
 	"consistency": {"!checkpoint", "!proof"},
-	"anchor":      {"!sink", "bucket", "!key", "version_id", "checksum_sha256", "anchored_at", "retain_until"},
+	"anchor":      {"!sink", "bucket", "!key", "version_id", "checksum_sha256", "anchored_at", "retain_until", "witness_raft_index", "size", "root", "proof", "checkpoint"},
 	"finding":     {"!type", "!message"},
 }
 

@@ -594,3 +594,68 @@ func TestReportEscapesText(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyAnchor checks the anchored size and root a receipt carries
+// against the bundle's checkpoint (size 10): a larger anchored tree, a
+// smaller one, the same one, and each kind of lie.
+func TestVerifyAnchor(t *testing.T) {
+	f := newFixture(t)
+	p := f.mustPolicy(t)
+	receipt := func(size int, withNote bool) *AnchorReceipt {
+		a := &AnchorReceipt{Sink: "s3", Bucket: "witnz-anchors", Key: "witnz/anchors/a.json", VersionID: "v1", Size: uint64(size), Root: mth(f.leaves[:size]), WitnessRaftIndex: 42}
+		switch {
+		case size > 10:
+			a.Proof = toBytes(consistencyProof(10, f.leaves[:size]))
+		case size < 10:
+			a.Proof = toBytes(consistencyProof(size, f.leaves[:10]))
+		}
+		if withNote {
+			a.Checkpoint = f.checkpoint(t, size, 0, 2)
+		}
+		return a
+	}
+	for _, tt := range []struct {
+		size     int
+		withNote bool
+		covers   bool
+	}{{13, true, true}, {13, false, true}, {10, true, true}, {5, true, false}} {
+		b := f.bundle(t)
+		b.Anchor = receipt(tt.size, tt.withNote)
+		enc, err := b.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Verify(mustDecode(t, enc), p)
+		if err != nil {
+			t.Fatalf("anchored at %d: %v", tt.size, err)
+		}
+		ap := r.AnchorProven
+		if ap == nil || ap.Size != uint64(tt.size) || ap.Covers != tt.covers || (ap.Signers != nil) != tt.withNote {
+			t.Fatalf("anchored at %d: %+v", tt.size, ap)
+		}
+		if !strings.Contains(r.String(), "The anchor receipt's tree of "+fmt.Sprint(tt.size)+" entries") {
+			t.Errorf("report does not state the anchor:\n%s", r.String())
+		}
+	}
+
+	// Without the note, a forged root must fail the proof itself.
+	other := func(a *AnchorReceipt) { a.Root, a.Checkpoint = mth(f.leaves[1:11]), "" }
+	for _, tt := range []struct {
+		name   string
+		size   int
+		change func(a *AnchorReceipt)
+		want   string
+	}{
+		{"other root at the same size", 10, other, "anchor receipt: anchored at the checkpoint's size 10"},
+		{"other root, larger", 13, func(a *AnchorReceipt) { a.Root, a.Checkpoint = mth(f.leaves[1:13]), "" }, "consistency proof from the checkpoint's 10 entries to the anchored 13"},
+		{"other root, smaller", 5, func(a *AnchorReceipt) { a.Root, a.Checkpoint = mth(f.leaves[1:6]), "" }, "consistency proof from the anchored 5 entries to the checkpoint's 10"},
+		{"short root", 13, func(a *AnchorReceipt) { a.Root = a.Root[:4] }, "root has 4 bytes"},
+		{"note of another size", 13, func(a *AnchorReceipt) { a.Checkpoint = f.checkpoint(t, 12, 0, 2) }, "anchored checkpoint says size 12"},
+		{"note below quorum", 13, func(a *AnchorReceipt) { a.Checkpoint = f.checkpoint(t, 13, 0) }, "anchored checkpoint: too few cosignatures"},
+	} {
+		b := f.bundle(t)
+		b.Anchor = receipt(tt.size, true)
+		tt.change(b.Anchor)
+		expectInvalid(t, tt.name, b, p, tt.want)
+	}
+}

@@ -50,6 +50,27 @@ func (r *Report) String() string {
 		w("    proof of %d hashes): the first %d entries are unchanged in it.", l.ProofLen, r.Checkpoint.Size)
 		signerLines(w, l.Signers)
 	}
+	if ap := r.AnchorProven; ap != nil {
+		rel := "is the same tree as this checkpoint"
+		switch {
+		case ap.Size < r.Checkpoint.Size:
+			rel = "is a prefix of this checkpoint's tree"
+		case ap.Size > r.Checkpoint.Size:
+			rel = "extends this checkpoint's tree"
+		}
+		w("  - The anchor receipt's tree of %d entries with root", ap.Size)
+		w("    %x", ap.Root)
+		w("    %s (RFC 6962 consistency proof of %d hashes);", rel, ap.ProofLen)
+		if ap.Covers {
+			w("    it holds entry %d.", r.Index)
+		} else {
+			w("    it does not hold entry %d (anchored before it was logged).", r.Index)
+		}
+		if ap.Signers != nil {
+			w("    The anchored checkpoint itself is signed as the policy requires:")
+			signerLines(w, ap.Signers)
+		}
+	}
 	w("")
 	w("Not proven by this bundle:")
 	w("  - Which row the commitments stand for: that needs the deployment's commitment key")

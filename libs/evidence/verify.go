@@ -41,9 +41,27 @@ type Report struct {
 	Policy string
 	// Later is set when the bundle carries a consistency proof.
 	Later *Later
-	// Anchor and Finding are copied from the bundle: not proven offline.
+	// Anchor and Finding are copied from the bundle. Only what
+	// AnchorProven says about the anchor is proven offline; that the
+	// object is in the write-once store needs the store.
 	Anchor  *AnchorReceipt
 	Finding *Finding
+	// AnchorProven is set when the anchor receipt carries the anchored
+	// size and root and they were proven consistent with the checkpoint.
+	AnchorProven *AnchorProven
+}
+
+// AnchorProven is what a bundle's anchor receipt was proven to say.
+type AnchorProven struct {
+	Size uint64
+	Root [sha256.Size]byte
+	// Covers is set when the anchored tree holds the bundle's entry.
+	Covers   bool
+	ProofLen int
+	// Signers are the policy keys that signed the anchored note; nil when
+	// the receipt carries no note (the root is then proven consistent,
+	// but its cosignatures are in the anchored object only).
+	Signers []checkpoint.Signer
 }
 
 // Verify checks a bundle offline against a policy:
@@ -56,7 +74,11 @@ type Report struct {
 //  4. the inclusion proof leads from SHA-256(0x00 || entry) at that index
 //     to the checkpoint's root (RFC 6962);
 //  5. if present, the later checkpoint meets the policy, has the same
-//     origin and a size at least as large, and the consistency proof holds.
+//     origin and a size at least as large, and the consistency proof holds;
+//  6. if the anchor receipt carries a root, the anchored tree and the
+//     checkpoint's are the same or one extends the other (consistency
+//     proof), and the anchored note, if present, meets the policy, has the
+//     same origin and says the receipt's size and root.
 //
 // Every error wraps ErrInvalid and names the first check that failed.
 func Verify(b *Bundle, p *checkpoint.Policy) (*Report, error) {
@@ -118,7 +140,56 @@ func Verify(b *Bundle, p *checkpoint.Policy) (*Report, error) {
 		}
 		r.Later = later
 	}
+	if b.Anchor != nil && (b.Anchor.Root != nil || b.Anchor.Checkpoint != "" || len(b.Anchor.Proof) > 0) {
+		ap, err := verifyAnchor(b.Anchor, c, p)
+		if err != nil {
+			return fail("anchor receipt: %v", err)
+		}
+		ap.Covers = b.Index < ap.Size
+		r.AnchorProven = ap
+	}
 	return r, nil
+}
+
+func verifyAnchor(a *AnchorReceipt, c checkpoint.Checkpoint, p *checkpoint.Policy) (*AnchorProven, error) {
+	if len(a.Root) != sha256.Size {
+		return nil, fmt.Errorf("root has %d bytes, want %d", len(a.Root), sha256.Size)
+	}
+	ap := &AnchorProven{Size: a.Size}
+	copy(ap.Root[:], a.Root)
+	if a.Checkpoint != "" {
+		ac, signers, err := p.Verify([]byte(a.Checkpoint))
+		if err != nil {
+			return nil, fmt.Errorf("anchored checkpoint: %v", err)
+		}
+		if ac.Origin != c.Origin {
+			return nil, fmt.Errorf("anchored checkpoint is of log %q, not %q", ac.Origin, c.Origin)
+		}
+		if ac.Size != a.Size || ac.Root != ap.Root {
+			return nil, fmt.Errorf("anchored checkpoint says size %d root %x, the receipt size %d root %x", ac.Size, ac.Root, a.Size, ap.Root)
+		}
+		ap.Signers = signers
+	}
+	path, err := hashes("anchor consistency proof", a.Proof)
+	if err != nil {
+		return nil, err
+	}
+	ap.ProofLen = len(path)
+	switch {
+	case a.Size == c.Size:
+		if ap.Root != c.Root || len(path) != 0 {
+			return nil, fmt.Errorf("anchored at the checkpoint's size %d with root %x, but the checkpoint's root is %x", a.Size, ap.Root, c.Root)
+		}
+	case a.Size < c.Size:
+		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, a.Size, c.Size, path, ap.Root[:], c.Root[:]); err != nil {
+			return nil, fmt.Errorf("consistency proof from the anchored %d entries to the checkpoint's %d: %v", a.Size, c.Size, proofError(err))
+		}
+	default:
+		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, c.Size, a.Size, path, c.Root[:], ap.Root[:]); err != nil {
+			return nil, fmt.Errorf("consistency proof from the checkpoint's %d entries to the anchored %d: %v", c.Size, a.Size, proofError(err))
+		}
+	}
+	return ap, nil
 }
 
 func verifyConsistency(cons *Consistency, c checkpoint.Checkpoint, p *checkpoint.Policy) (*Later, error) {

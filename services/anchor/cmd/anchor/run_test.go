@@ -60,7 +60,7 @@ func TestRunBadConfig(t *testing.T) {
 		{"missing policy", with("--sink-dir="+t.TempDir(), "--policy=/nonexistent/policy"), "--policy /nonexistent/policy cannot be read: no such file or directory"},
 		{"bad policy", with("--sink-dir="+t.TempDir(), "--policy="+bad), "--policy " + bad + ": invalid policy"},
 		{"data dir is a file", with("--sink-dir="+t.TempDir(), "--data-dir="+file), "--data-dir " + file + " cannot be created"},
-		{"sink dir is a file", with("--sink-dir="+filepath.Join(file, "anchors")), "--sink-dir " + filepath.Join(file, "anchors") + " cannot be created"},
+		{"sink dir is a file", with("--sink-dir=" + filepath.Join(file, "anchors")), "--sink-dir " + filepath.Join(file, "anchors") + " cannot be created"},
 		{"missing cert", []string{"--witness=https://w:7000", "--sink-dir=/tmp", "--data-dir=/tmp", "--policy=" + policy, "--tls-cert=/nonexistent/c.crt", "--tls-key=k", "--tls-ca=ca"}, "read --tls-cert: open /nonexistent/c.crt"},
 		{"no witness", append(tls, "--sink-dir=/tmp"), "--witness is required"},
 	}

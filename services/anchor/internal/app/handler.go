@@ -22,7 +22,6 @@ type handler struct {
 
 var _ anchorv1connect.AnchorServiceHandler = (*handler)(nil)
 
-
 // mayAnchor admits operators and the gateway: anchoring writes an object
 // that can never be removed, so not every service may ask for one.
 func mayAnchor(ctx context.Context) error {
