@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sort"
 	"strings"
@@ -71,7 +72,8 @@ type rotation struct {
 	status RotationStatus
 }
 
-// by is the identity membership records name for the schedule's changes.
+// scheduleIdentity is the identity membership records name for the
+// schedule's changes: this node's.
 func (n *Node) scheduleIdentity() string { return mtls.Witness(n.id).String() }
 
 // standby lists the nodes a rotation may add: --pool, then the nodes the
@@ -285,10 +287,8 @@ func (n *Node) scheduledStep(ctx context.Context) {
 	}
 }
 
-func (n *Node) logScheduled(log interface {
-	Info(string, ...any)
-	Warn(string, ...any)
-}, what string, ch Change, err error) {
+// logScheduled logs and records the outcome of a scheduled change.
+func (n *Node) logScheduled(log *slog.Logger, what string, ch Change, err error) {
 	var nl *NotLeaderError
 	switch {
 	case errors.As(err, &nl):
