@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,14 +141,20 @@ func startAnchorEnv(t *testing.T) *anchorEnv {
 		{Name: "public.audit_log", Protection: witnessv1.Protection_PROTECTION_PROTECTED, Size: 1302, Mode: witnessv1.TableMode_TABLE_MODE_APPEND_ONLY},
 		{Name: "public.clean", Protection: witnessv1.Protection_PROTECTION_PROTECTED, Size: 12, Mode: witnessv1.TableMode_TABLE_MODE_MUTABLE},
 	}}
+	checkpoints, policy := testCheckpoints(t)
+	policyPath := filepath.Join(dir, "policy.txt")
+	if err := os.WriteFile(policyPath, []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	e.urls["witness"] = serve(t, dir, mtls.Witness("w1"), func(s *rpcserver.Server) {
-		path, h := witnessv1connect.NewWitnessServiceHandler(&checkpointWitness{fakeWitness: fw, checkpoints: testCheckpoints(t)}, s.HandlerOptions()...)
+		path, h := witnessv1connect.NewWitnessServiceHandler(&checkpointWitness{fakeWitness: fw, checkpoints: checkpoints}, s.HandlerOptions()...)
 		s.Handle(path, h, witnessv1connect.WitnessServiceName)
 	})
 	p := pki.PathsFor(dir, operator)
 	vars := map[string]string{
 		"WITNZ_TLS_CERT": p.Cert, "WITNZ_TLS_KEY": p.Key, "WITNZ_TLS_CA": p.CA,
 		"WITNZ_ANCHOR": e.urls["anchor"], "WITNZ_VERIFIER": e.urls["verifier"], "WITNZ_WITNESS": e.urls["witness"],
+		"WITNZ_POLICY": policyPath,
 	}
 	e.env = func(k string) string { return vars[k] }
 	t.Chdir(t.TempDir()) // no stack file

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/witnz/witnz/libs/gen/witnz/witness/v1/witnessv1connect"
 	"github.com/witnz/witnz/libs/mtls"
 	"github.com/witnz/witnz/libs/rpcserver"
+	"github.com/witnz/witnz/tools/witnz/internal/stack"
 )
 
 // ReportVersion is the version of the `witnz report --format json` shape.
@@ -68,6 +70,12 @@ type ReportSources struct {
 	Witness  string `json:"witness"`
 	Verifier string `json:"verifier"`
 	Anchor   string `json:"anchor"`
+	// Policy is the checkpoint policy file the witnesses' checkpoints were
+	// verified against, PolicyDescription what it requires; both empty
+	// when no policy was given (the checkpoints are then listed, not
+	// verified).
+	Policy            string `json:"policy"`
+	PolicyDescription string `json:"policy_description"`
 }
 
 // ReportAnchorCheck is an anchor check in a report.
@@ -140,8 +148,17 @@ type ReportCheckpoint struct {
 	Size      uint64 `json:"size"`
 	Root      string `json:"root"`
 	AnchorKey string `json:"anchor_key,omitempty"`
-	// Cosigners are the names on the note's signature lines.
+	// Cosigners are the names on the note's signature lines (for a
+	// witness checkpoint verified against the policy: the witnesses whose
+	// cosignatures verified; for an anchored one: the keys the anchor
+	// service's policy accepted).
 	Cosigners []string `json:"cosigners"`
+	// PolicyVerified says whether the witnesses' checkpoint meets the
+	// policy (--policy) and matches the size and root they report; null
+	// when no policy was given, and for anchored checkpoints (the anchor
+	// check verifies those). PolicyError says why not.
+	PolicyVerified *bool  `json:"policy_verified"`
+	PolicyError    string `json:"policy_error,omitempty"`
 }
 
 // ReportAnchor is one anchored object covering a table.
@@ -218,8 +235,9 @@ func runReport(ctx context.Context, c *invocation) error {
 	fs.Var(&witnesses, "witness", "witness URL https://host:port; repeatable (env WITNZ_WITNESS; default: from the stack file)")
 	vf := &serviceFlags{name: "verifier", flag: "verifier", env: "WITNZ_VERIFIER"}
 	fs.StringVar(&vf.url, "verifier", "", "verifier URL https://host:port (env WITNZ_VERIFIER; default: from the stack file)")
-	var anchorURL string
+	var anchorURL, policyPath string
 	fs.StringVar(&anchorURL, "anchor", "", "anchor service URL https://host:port (env WITNZ_ANCHOR; default: from the stack file)")
+	fs.StringVar(&policyPath, "policy", "", "checkpoint policy file: verify the witnesses' cosigned checkpoints against it (env WITNZ_POLICY; default: the local stack's cosign/policy.txt if there is one)")
 	addTLSFlags(fs, &vf.gatewayFlags)
 	if err := parse(fs, c.args); err != nil {
 		return err
@@ -258,9 +276,24 @@ func runReport(ctx context.Context, c *invocation) error {
 	if len(urls) == 0 {
 		return errors.New("no witness to ask for the tables and their checkpoints: pass --witness https://host:port (or set WITNZ_WITNESS, or use the stack file of `make up`)")
 	}
-	r, err := buildReport(ctx, tlsCfg, urls, verifierURL, aURL, p, now)
+	policyPath = firstNonEmpty(policyPath, c.getenv("WITNZ_POLICY"))
+	if policyPath == "" && info.Dir != "" {
+		if def := filepath.Join(info.Dir, "cosign", stack.PolicyFile); fileExists(def) {
+			policyPath = def
+		}
+	}
+	var policy *checkpoint.Policy
+	if policyPath != "" {
+		if policy, err = checkpoint.LoadPolicy(policyPath); err != nil {
+			return fmt.Errorf("--policy %s: %v", policyPath, err)
+		}
+	}
+	r, err := buildReport(ctx, tlsCfg, urls, verifierURL, aURL, p, now, policy)
 	if err != nil {
 		return err
+	}
+	if policy != nil {
+		r.Sources.Policy = policyPath
 	}
 	var buf bytes.Buffer
 	if *format == "json" {
@@ -286,7 +319,7 @@ func runReport(ctx context.Context, c *invocation) error {
 // buildReport asks the witnesses, the verifier and the anchor service.
 // Any service that does not answer fails the report: a report with holes
 // would read as a clean one.
-func buildReport(ctx context.Context, tlsCfg *mtls.Config, witnessURLs []string, verifierURL, anchorURL string, p reportPeriod, now time.Time) (*Report, error) {
+func buildReport(ctx context.Context, tlsCfg *mtls.Config, witnessURLs []string, verifierURL, anchorURL string, p reportPeriod, now time.Time, policy *checkpoint.Policy) (*Report, error) {
 	hc := tlsCfg.HTTPClient()
 	r := &Report{
 		Version: ReportVersion, GeneratedAt: now.Format(time.RFC3339), Since: p.since.Format(time.RFC3339), Until: p.until.Format(time.RFC3339),
@@ -294,6 +327,11 @@ func buildReport(ctx context.Context, tlsCfg *mtls.Config, witnessURLs []string,
 		CheckpointHistory: checkpointHistoryNote,
 		Tables:            []ReportTable{},
 		Warnings:          []string{},
+	}
+	if policy != nil {
+		r.Sources.PolicyDescription = policy.Describe()
+	} else {
+		r.Warnings = append(r.Warnings, "no checkpoint policy given (--policy): the witnesses' checkpoints are listed, not verified")
 	}
 
 	// Tables and latest checkpoints, from the first witness that answers.
@@ -323,7 +361,7 @@ func buildReport(ctx context.Context, tlsCfg *mtls.Config, witnessURLs []string,
 		case err != nil:
 			return nil, fmt.Errorf("GetCheckpoint %s on witness %s: %s (check the witnesses with `witnz status`)", ti.GetName(), witnessURL, oneLine(err.Error()))
 		default:
-			cp := witnessCheckpoint(resp.Msg)
+			cp := witnessCheckpoint(resp.Msg, policy)
 			t.LatestCheckpoint = &cp
 			if ts, err := time.Parse(time.RFC3339, cp.Time); err == nil && p.contains(ts) {
 				t.Checkpoints = append(t.Checkpoints, cp)
@@ -507,15 +545,41 @@ func outcomeName(o verifierv1.Outcome) string {
 	return "error"
 }
 
-// witnessCheckpoint describes a cosigned checkpoint the witnesses hold.
-func witnessCheckpoint(m *witnessv1.GetCheckpointResponse) ReportCheckpoint {
+// witnessCheckpoint describes a cosigned checkpoint the witnesses hold,
+// verified against policy when there is one.
+func witnessCheckpoint(m *witnessv1.GetCheckpointResponse, policy *checkpoint.Policy) ReportCheckpoint {
 	cp := ReportCheckpoint{Source: "witness", Time: rfc3339(m.GetCreatedAt()), Size: m.GetSize(), Root: base64.StdEncoding.EncodeToString(m.GetRoot()), Cosigners: []string{}}
-	if _, sigs, err := checkpoint.Parse(m.GetNote()); err == nil {
-		for _, s := range sigs {
-			cp.Cosigners = append(cp.Cosigners, s.Name)
+	if policy == nil {
+		if _, sigs, err := checkpoint.Parse(m.GetNote()); err == nil {
+			for _, s := range sigs {
+				cp.Cosigners = append(cp.Cosigners, s.Name)
+			}
+		}
+		return cp
+	}
+	ok := false
+	cp.PolicyVerified = &ok
+	c, signers, err := policy.Verify(m.GetNote())
+	switch {
+	case err != nil:
+		cp.PolicyError = oneLine(err.Error())
+	case c.Size != m.GetSize() || !bytes.Equal(c.Root[:], m.GetRoot()):
+		cp.PolicyError = fmt.Sprintf("the note is for size %d, root %s; the witness reports size %d, root %s",
+			c.Size, base64.StdEncoding.EncodeToString(c.Root[:]), m.GetSize(), cp.Root)
+	default:
+		ok = true
+		for _, s := range signers {
+			if s.Role == checkpoint.RoleWitness {
+				cp.Cosigners = append(cp.Cosigners, s.Label)
+			}
 		}
 	}
 	return cp
+}
+
+func fileExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && !fi.IsDir()
 }
 
 func protectionName(p witnessv1.Protection) string {
@@ -586,7 +650,12 @@ func writeReportMarkdown(w io.Writer, r *Report) {
 	p("# witnz compliance report\n\n")
 	p("- **Period:** %s to %s (UTC; start included, end excluded)\n", r.Since, r.Until)
 	p("- **Generated:** %s\n", r.GeneratedAt)
-	p("- **Sources:** witness %s (of %s), verifier %s, anchor service %s\n\n", md(r.Sources.Witness), md(strings.Join(r.Sources.Witnesses, ", ")), md(r.Sources.Verifier), md(r.Sources.Anchor))
+	p("- **Sources:** witness %s (of %s), verifier %s, anchor service %s\n", md(r.Sources.Witness), md(strings.Join(r.Sources.Witnesses, ", ")), md(r.Sources.Verifier), md(r.Sources.Anchor))
+	if r.Sources.Policy != "" {
+		p("- **Checkpoint policy:** %s (%s)\n\n", md(r.Sources.Policy), md(r.Sources.PolicyDescription))
+	} else {
+		p("- **Checkpoint policy:** none given: the witnesses' checkpoints are listed, not verified\n\n")
+	}
 	p("This report lists, for each protected table, the cosigned checkpoints of its tamper-evident log, the anchors of those " +
 		"checkpoints in write-once storage, the verifications of the live table against the log, and their findings.\n\n")
 
@@ -640,6 +709,13 @@ func writeReportMarkdown(w io.Writer, r *Report) {
 		}
 		p("\n\n### Cosigned checkpoints\n\n")
 		if t.LatestCheckpoint != nil {
+			switch lc := t.LatestCheckpoint; {
+			case lc.PolicyVerified == nil:
+			case *lc.PolicyVerified:
+				p("The latest checkpoint held by the witnesses meets the policy. ")
+			default:
+				p("**The latest checkpoint held by the witnesses does NOT meet the policy:** %s. ", md(lc.PolicyError))
+			}
 			p("Latest held by the witnesses: size %d, root `%s`, %s, cosigned by %s.\n\n", t.LatestCheckpoint.Size, t.LatestCheckpoint.Root, shortTime(t.LatestCheckpoint.Time), md(orDash(strings.Join(t.LatestCheckpoint.Cosigners, ", "))))
 		} else {
 			p("The witnesses hold no cosigned checkpoint of this table yet.\n\n")

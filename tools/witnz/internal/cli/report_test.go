@@ -83,14 +83,18 @@ func testRuns() []*verifierv1.VerifyResponse {
 	}
 }
 
-func testCheckpoints(t *testing.T) map[string]*witnessv1.GetCheckpointResponse {
+// testCheckpoints returns a checkpoint of public.audit_log cosigned by w1
+// and w2, and the policy (2 of w1, w2) it meets.
+func testCheckpoints(t *testing.T) (map[string]*witnessv1.GetCheckpointResponse, string) {
 	t.Helper()
 	cp := checkpoint.Checkpoint{Origin: "witnz/local/public.audit_log", Size: 1002}
 	cp.Root[0] = 1
 	var sigs []note.Signature
 	created := time.Date(2026, 11, 20, 7, 59, 0, 0, time.UTC)
+	policy := ""
 	for _, id := range []string{"w1", "w2"} {
-		skey, _, err := checkpoint.GenerateKey("witnz.local/" + id)
+		skey, vkey, err := checkpoint.GenerateKey("witnz.local/" + id)
+		policy += "witness " + id + " " + vkey + "\n"
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +114,21 @@ func testCheckpoints(t *testing.T) map[string]*witnessv1.GetCheckpointResponse {
 	}
 	return map[string]*witnessv1.GetCheckpointResponse{
 		"public.audit_log": {Note: signed, Size: 1002, Root: cp.Root[:], CreatedAt: timestamppb.New(created)},
+	}, policy + "quorum 2\n"
+}
+
+// otherPolicy is a policy of keys that signed nothing.
+func otherPolicy(t *testing.T) string {
+	t.Helper()
+	_, vkey, err := checkpoint.GenerateKey("witnz.local/w9")
+	if err != nil {
+		t.Fatal(err)
 	}
+	path := filepath.Join(t.TempDir(), "policy.txt")
+	if err := os.WriteFile(path, []byte("witness w9 "+vkey+"\nquorum 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func TestReport(t *testing.T) {
@@ -153,7 +171,11 @@ func TestReport(t *testing.T) {
 		if len(a.OpenFindings) != 1 || a.OpenFindings[0].Key["id"] != "17" || a.OpenFindings[0].EvidencePath != "/ev/17.json" {
 			t.Errorf("open findings %+v", a.OpenFindings)
 		}
-		if a.LatestCheckpoint == nil || a.LatestCheckpoint.Size != 1002 || !cmp.Equal(a.LatestCheckpoint.Cosigners, []string{"witnz.local/w1", "witnz.local/w2"}) {
+		if r.Sources.Policy == "" || !strings.Contains(r.Sources.PolicyDescription, "w1") || len(r.Warnings) != 0 {
+			t.Errorf("policy %q %q, warnings %v", r.Sources.Policy, r.Sources.PolicyDescription, r.Warnings)
+		}
+		if a.LatestCheckpoint == nil || a.LatestCheckpoint.Size != 1002 || !cmp.Equal(a.LatestCheckpoint.Cosigners, []string{"w1", "w2"}) ||
+			a.LatestCheckpoint.PolicyVerified == nil || !*a.LatestCheckpoint.PolicyVerified {
 			t.Errorf("latest checkpoint %+v", a.LatestCheckpoint)
 		}
 		var cps []string
@@ -215,7 +237,9 @@ func TestReport(t *testing.T) {
 			"## public.audit_log",
 			"### Cosigned checkpoints",
 			"Latest held by the witnesses: size 1002",
-			"cosigned by witnz.local/w1, witnz.local/w2",
+			"The latest checkpoint held by the witnesses meets the policy. Latest held by the witnesses: size 1002",
+			"cosigned by w1, w2.",
+			"- **Checkpoint policy:** ",
 			"### Anchors",
 			"| 2026-11-20T08:00:00Z | s3 | witnz-anchors/anchors/2026/11/20/080000.json | v-2 | 0a1b2c3d | 2027-12-25T08:00:00Z | 1002 | recorded (Raft index 57) |",
 			"| 2026-11-19T08:00:00Z | dir | 2026-11-19T080000Z.json | — | a1b2 | — | 900 | **MISSING** |",
@@ -235,6 +259,33 @@ func TestReport(t *testing.T) {
 		}
 	})
 
+	t.Run("checkpoint policy", func(t *testing.T) {
+		out, _, err := run(t, e.env, "report", "--since", "2026-11-01", "--format", "json", "--policy", otherPolicy(t))
+		var r Report
+		if err != nil || json.Unmarshal([]byte(out), &r) != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		lc := r.Tables[0].LatestCheckpoint
+		if lc == nil || lc.PolicyVerified == nil || *lc.PolicyVerified || lc.PolicyError == "" {
+			t.Errorf("checkpoint against another policy: %+v", lc)
+		}
+		out, _, err = run(t, e.env, "report", "--since", "2026-11-01", "--policy", otherPolicy(t))
+		if err != nil || !strings.Contains(out, "does NOT meet the policy") {
+			t.Errorf("markdown: %v\n%s", err, out)
+		}
+		out, _, err = run(t, without(e.env, "WITNZ_POLICY"), "report", "--since", "2026-11-01", "--format", "json")
+		r = Report{}
+		if err != nil || json.Unmarshal([]byte(out), &r) != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if lc := r.Tables[0].LatestCheckpoint; lc == nil || lc.PolicyVerified != nil || len(lc.Cosigners) != 2 || len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "--policy") {
+			t.Errorf("without a policy: %+v, warnings %v", lc, r.Warnings)
+		}
+		if !strings.Contains(out, `"policy_verified": null`) {
+			t.Errorf("policy_verified is not null without a policy:\n%s", out)
+		}
+	})
+
 	t.Run("bad input", func(t *testing.T) {
 		for _, tc := range []struct {
 			env  func(string) string
@@ -246,6 +297,7 @@ func TestReport(t *testing.T) {
 			{e.env, []string{"report", "--since", "2026-11-01", "--until", "2026-13-01"}, `--until "2026-13-01"`},
 			{e.env, []string{"report", "--since", "2026-11-02", "--until", "2026-11-01"}, "the period is empty"},
 			{e.env, []string{"report", "--since", "2026-11-01", "--format", "pdf"}, `--format "pdf": want md`},
+			{e.env, []string{"report", "--since", "2026-11-01", "--policy", filepath.Join(t.TempDir(), "none.txt")}, "--policy"},
 			{e.env, []string{"report", "--since", "2026-11-01", "--out", filepath.Join(t.TempDir(), "no", "such", "dir", "r.md")}, "--out"},
 			{e.env, []string{"report", "--since", "2026-11-01", "--verifier", "https://" + testenv.FreeAddr(t)}, "ListRuns"},
 			{e.env, []string{"report", "--since", "2026-11-01", "--anchor", "https://" + testenv.FreeAddr(t)}, "ListAnchors on the anchor service"},
