@@ -60,9 +60,9 @@ type AnchoredCheckpoint struct {
 }
 
 func receiptFrom(r *anchorv1.Receipt) AnchorReceipt {
-	tables := r.GetTableSizes()
-	if tables == nil {
-		tables = map[string]uint64{}
+	tables := map[string]uint64{}
+	for t, n := range r.GetTableSizes() {
+		tables[t] = n
 	}
 	cps := []AnchoredCheckpoint{}
 	for _, t := range r.GetTables() {
@@ -76,10 +76,6 @@ func receiptFrom(r *anchorv1.Receipt) AnchorReceipt {
 		}
 	}
 	return AnchorReceipt{
-		ETag:             r.GetEtag(),
-		ObjectSize:       r.GetObjectSize(),
-		WitnessRaftIndex: r.GetWitnessRaftIndex(),
-		Checkpoints:      cps,
 		Sink:             r.GetSink(),
 		Bucket:           r.GetBucket(),
 		Key:              r.GetKey(),
@@ -88,6 +84,10 @@ func receiptFrom(r *anchorv1.Receipt) AnchorReceipt {
 		RetainUntil:      rfc3339(r.GetRetainUntil()),
 		AnchoredAt:       rfc3339(r.GetAnchoredAt()),
 		Tables:           tables,
+		ETag:             r.GetEtag(),
+		ObjectSize:       r.GetObjectSize(),
+		WitnessRaftIndex: r.GetWitnessRaftIndex(),
+		Checkpoints:      cps,
 	}
 }
 
@@ -439,8 +439,18 @@ func checkAnchors(ctx context.Context, c *invocation, f *verifyFlags, table stri
 	if err != nil {
 		return nil, anchorError("CheckAnchors", url, err)
 	}
-	// Current sizes are for people; without them the check still stands.
-	current, _ := witnessSizes(ctx, tlsCfg, f.witnessURLs(c.getenv, info))
+	// Current sizes are for people: asked of the witnesses only when the
+	// anchor service does not report them, briefly, and the check stands
+	// without them.
+	var current map[string]uint64
+	for _, ch := range resp.Msg.GetChecks() {
+		if ch.GetTable() != "" && ch.GetCurrentSize() == 0 {
+			wctx, cancel := context.WithTimeout(ctx, witnessSizesTimeout)
+			current, _ = witnessSizes(wctx, tlsCfg, f.witnessURLs(c.getenv, info))
+			cancel()
+			break
+		}
+	}
 
 	res := &AnchorCheckResult{OK: true, Checks: []AnchorCheckItem{}}
 	var problems []string
@@ -478,6 +488,10 @@ func checkAnchors(ctx context.Context, c *invocation, f *verifyFlags, table stri
 	}
 	return res, nil
 }
+
+// witnessSizesTimeout bounds the wait for a witness to tell the current
+// log sizes in an anchor check.
+const witnessSizesTimeout = 5 * time.Second
 
 // printAnchorChecks writes the checks for people, grouped by anchored
 // object.
