@@ -214,7 +214,7 @@ func (v *Verifier) integrity(ctx context.Context, table string, leader *leaderVi
 		}
 		if err := tlog.VerifyConsistency(common, m.GetToSize(), m.GetProof(), m.GetFromRoot(), m.GetToRoot()); err != nil {
 			problems = append(problems, IntegrityProblem{Witness: n.id(), URL: n.url, Kind: Inconsistent, Size: common,
-				Problem: fmt.Sprintf("the log of %s on witness %s at size %d does not extend its own root at size %d: %v", table, n.id(), m.GetToSize(), common, err)})
+				Problem: fmt.Sprintf("the log of %s on witness %s at size %d does not extend its own root at size %d: %v", table, n.id(), m.GetToSize(), common, oneLine(err))})
 			continue
 		}
 		rootOf[n] = m.GetFromRoot()
@@ -273,7 +273,7 @@ func (v *Verifier) integrity(ctx context.Context, table string, leader *leaderVi
 	}
 
 	if v.opts.Policy != nil {
-		ps, ws, err := v.checkCheckpoint(ctx, table, leader, reference, common, agreed)
+		ps, ws, err := v.checkCheckpoint(ctx, table, leader, answered, reference, common, agreed)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -297,32 +297,74 @@ func (v *Verifier) checkPrefix(ctx context.Context, ref *nodeAnswer, table strin
 	}
 	m := cp.Msg
 	if err := tlog.VerifyConsistency(size, common, m.GetProof(), root, agreed); err != nil {
-		return fmt.Sprintf("the majority's log at size %d does not extend (%v)", common, err), nil
+		return fmt.Sprintf("the majority's log at size %d does not extend (%v)", common, oneLine(err)), nil
 	}
 	return "", nil
 }
 
-// checkCheckpoint checks the leader's latest cosigned checkpoint of table
-// against the policy, against the log (the majority's root agreed at
-// size common) and against the last checkpoint accepted, which it replaces
-// when every check passes.
-func (v *Verifier) checkCheckpoint(ctx context.Context, table string, leader *leaderView, ref *nodeAnswer, common uint64, agreed []byte) ([]IntegrityProblem, []string, error) {
-	var src struct {
-		id, url string
-		client  witnessv1connect.WitnessServiceClient
-	}
-	if ref != nil {
-		src.id, src.url, src.client = ref.id(), ref.url, ref.client
-	}
+// cpSource is a node whose checkpoint is checked.
+type cpSource struct {
+	id, url string
+	client  witnessv1connect.WitnessServiceClient
+	// leader: its checkpoint is also checked against, and replaces, the
+	// last one accepted.
+	leader bool
+}
+
+// checkCheckpoint checks the latest cosigned checkpoint of table on every
+// answering node against the policy and against the log (the majority's
+// root agreed at size common); the leader's also against the last
+// checkpoint accepted, which it replaces when every check passes. A
+// follower's checkpoint may lag behind the leader's (it is replicated by
+// Raft), so only the leader's is compared with the last one accepted.
+func (v *Verifier) checkCheckpoint(ctx context.Context, table string, leader *leaderView, nodes []*nodeAnswer, ref *nodeAnswer, common uint64, agreed []byte) ([]IntegrityProblem, []string, error) {
+	var srcs []cpSource
+	leaderURL := ""
 	if leader != nil {
-		src.id, src.url, src.client = leader.status.GetNodeId(), leader.url, leader.client
+		leaderURL = leader.url
+		srcs = append(srcs, cpSource{leader.status.GetNodeId(), leader.url, leader.client, true})
 	}
+	for _, n := range nodes {
+		if n.url == leaderURL {
+			continue
+		}
+		isLeader := leaderURL == "" && n.status.GetState() == "Leader"
+		if isLeader {
+			leaderURL = n.url
+		}
+		srcs = append(srcs, cpSource{n.id(), n.url, n.client, isLeader})
+	}
+	if leaderURL == "" && ref != nil {
+		// No leader known: the reference node's checkpoint stands for the
+		// cluster's.
+		for i := range srcs {
+			srcs[i].leader = srcs[i].url == ref.url
+		}
+	}
+	var problems []IntegrityProblem
+	var warnings []string
+	for _, src := range srcs {
+		ps, ws, err := v.checkNodeCheckpoint(ctx, table, src, ref, common, agreed)
+		if err != nil {
+			return nil, nil, err
+		}
+		problems, warnings = append(problems, ps...), append(warnings, ws...)
+	}
+	return problems, warnings, nil
+}
+
+// checkNodeCheckpoint checks one node's latest cosigned checkpoint.
+func (v *Verifier) checkNodeCheckpoint(ctx context.Context, table string, src cpSource, ref *nodeAnswer, common uint64, agreed []byte) ([]IntegrityProblem, []string, error) {
 	problem := func(kind IntegrityKind, size uint64, format string, args ...any) []IntegrityProblem {
 		return []IntegrityProblem{{Witness: src.id, URL: src.url, Kind: kind, Size: size, Problem: fmt.Sprintf(format, args...)}}
 	}
-	prev, hasPrev, err := v.opts.Checkpoints.LastCheckpoint(table)
-	if err != nil {
-		return nil, []string{fmt.Sprintf("the last checkpoint accepted for %s could not be read, so the new one is not checked against it: %v", table, err)}, nil
+	var prev SeenCheckpoint
+	var hasPrev bool
+	if src.leader {
+		var err error
+		if prev, hasPrev, err = v.opts.Checkpoints.LastCheckpoint(table); err != nil {
+			return nil, []string{fmt.Sprintf("the last checkpoint accepted for %s could not be read, so the new one is not checked against it: %v", table, err)}, nil
+		}
 	}
 	resp, err := src.client.GetCheckpoint(ctx, connect.NewRequest(&witnessv1.GetCheckpointRequest{Table: table}))
 	switch {
@@ -330,10 +372,13 @@ func (v *Verifier) checkCheckpoint(ctx context.Context, table string, leader *le
 		return nil, nil, ctx.Err()
 	case connect.CodeOf(err) == connect.CodeNotFound && hasPrev:
 		return problem(CheckpointMissing, prev.Size, "witness %s (%s) serves no cosigned checkpoint of %s, but this verifier accepted one at size %d before", src.id, src.url, table, prev.Size), nil, nil
-	case connect.CodeOf(err) == connect.CodeNotFound:
+	case connect.CodeOf(err) == connect.CodeNotFound && src.leader:
 		return nil, []string{fmt.Sprintf("no cosigned checkpoint of %s yet, so the checkpoint policy was not checked: %s", table, oneLine(err))}, nil
+	case connect.CodeOf(err) == connect.CodeNotFound:
+		// A follower that has not applied the first checkpoint yet.
+		return nil, nil, nil
 	case err != nil:
-		return nil, []string{fmt.Sprintf("witness %s (%s) did not give the checkpoint of %s, so the checkpoint policy was not checked: %s", src.id, src.url, table, oneLine(err))}, nil
+		return nil, []string{fmt.Sprintf("witness %s (%s) did not give the checkpoint of %s, so it was not checked: %s", src.id, src.url, table, oneLine(err))}, nil
 	}
 	note := resp.Msg.GetNote()
 	cp, _, err := v.opts.Policy.Verify(note)
@@ -366,12 +411,16 @@ func (v *Verifier) checkCheckpoint(ctx context.Context, table string, leader *le
 			}
 		default:
 			if err := tlog.VerifyConsistency(from, to, pr.Msg.GetProof(), r1, r2); err != nil {
-				return problem(CheckpointRoot, cp.Size, "the cosigned checkpoint of %s at size %d (root %x) is not the root of the log the majority of witnesses holds: %v", table, cp.Size, cp.Root[:8], err), nil, nil
+				return problem(CheckpointRoot, cp.Size, "the cosigned checkpoint of %s at size %d (root %x) served by witness %s (%s) is not the root of the log the majority of witnesses holds: %v",
+					table, cp.Size, cp.Root[:8], src.id, src.url, oneLine(err)), nil, nil
 			}
 		}
 	}
+	if !src.leader {
+		return nil, nil, nil
+	}
 
-	// The checkpoint against the last one accepted.
+	// The leader's checkpoint against the last one accepted.
 	if hasPrev {
 		switch {
 		case cp.Size < prev.Size:
@@ -391,7 +440,7 @@ func (v *Verifier) checkCheckpoint(ctx context.Context, table string, leader *le
 			}
 			if err := tlog.VerifyConsistency(prev.Size, cp.Size, pr.Msg.GetProof(), prev.Root[:], cp.Root[:]); err != nil {
 				return problem(CheckpointFork, cp.Size, "the cosigned checkpoint of %s at size %d does not extend the one accepted before at size %d: %v",
-					table, cp.Size, prev.Size, err), nil, nil
+					table, cp.Size, prev.Size, oneLine(err)), nil, nil
 			}
 		}
 	}

@@ -226,11 +226,34 @@ func TestIntegrityChecks(t *testing.T) {
 
 	t.Run("checkpoint not meeting the policy", func(t *testing.T) {
 		mallory := newSigner(t, "witnz.test/w1")
-		check(t, fakeVerifier(policy, nil, three(mallory.note(t, good, 10))...), "checkpoint_policy@w1")
+		check(t, fakeVerifier(policy, nil, three(mallory.note(t, good, 10))...), "checkpoint_policy@w1 checkpoint_policy@w2 checkpoint_policy@w3")
+		// Only a follower serves the forged one.
+		nodes := three(s.note(t, good, 10))
+		nodes[2].note = mallory.note(t, good, 12)
+		ps := check(t, fakeVerifier(policy, nil, nodes...), "checkpoint_policy@w3")
+		if len(ps) == 1 && strings.Contains(ps[0].Problem, "\n") {
+			t.Errorf("problem on several lines: %q", ps[0].Problem)
+		}
 	})
 
 	t.Run("checkpoint of another root", func(t *testing.T) {
-		check(t, fakeVerifier(policy, &memCheckpoints{m: map[string]SeenCheckpoint{}}, three(s.note(t, testLog(t, 12, "a", 3), 10))...), "checkpoint_root@w1")
+		check(t, fakeVerifier(policy, nil, three(s.note(t, testLog(t, 12, "a", 3), 10))...), "checkpoint_root@w1 checkpoint_root@w2 checkpoint_root@w3")
+		nodes := three(s.note(t, good, 10))
+		nodes[1].note = s.note(t, testLog(t, 12, "a", 3), 12)
+		ps := check(t, fakeVerifier(policy, nil, nodes...), "checkpoint_root@w2")
+		if len(ps) == 1 && strings.Contains(ps[0].Problem, "\n") {
+			t.Errorf("problem on several lines: %q", ps[0].Problem)
+		}
+	})
+
+	t.Run("followers behind the leader's checkpoint", func(t *testing.T) {
+		store := &memCheckpoints{m: map[string]SeenCheckpoint{}}
+		nodes := three(s.note(t, good, 12))
+		check(t, fakeVerifier(policy, store, nodes...), "")
+		// The followers still serve an older checkpoint, or none: they lag.
+		nodes[1].note = s.note(t, good, 10)
+		nodes[2].note = nil
+		check(t, fakeVerifier(policy, store, nodes...), "")
 	})
 
 	t.Run("a node with an altered entry", func(t *testing.T) {
