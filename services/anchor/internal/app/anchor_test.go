@@ -150,6 +150,12 @@ func TestAnchorDirEndToEnd(t *testing.T) {
 	for _, nd := range c.nodes {
 		waitFor(t, "the receipt on "+nd.id, func() (bool, string) { return hasReceipt(nd) })
 	}
+	// Only the anchor identity may record receipts.
+	_, err = c.nodes[0].client.RecordAnchor(t.Context(), connect.NewRequest(&witnessv1.RecordAnchorRequest{Receipt: &witnessv1.AnchorReceipt{Sink: "dir", Key: "forged.json"}}))
+	if connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "RecordAnchor requires the identity spiffe://witnz/service/anchor") {
+		t.Fatalf("RecordAnchor by cdc-ingest = %v, want PermissionDenied naming the anchor identity", err)
+	}
+
 	// The schedule anchors at start too (no receipt yet), so there may be
 	// two.
 	list, err := a.client.ListAnchors(t.Context(), connect.NewRequest(&anchorv1.ListAnchorsRequest{}))
