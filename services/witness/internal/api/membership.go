@@ -93,6 +93,7 @@ func (s *Membership) ListMembers(ctx context.Context, req *connect.Request[witne
 		MinVoters:          uint32(v.MinVoters),
 		History:            history,
 		HistoryTotal:       total,
+		Rotation:           s.node.RotationProto(),
 	}), nil
 }
 
