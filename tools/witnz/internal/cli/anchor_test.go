@@ -18,6 +18,7 @@ import (
 
 	anchorv1 "github.com/witnz/witnz/libs/gen/witnz/anchor/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/anchor/v1/anchorv1connect"
+	"github.com/witnz/witnz/libs/gen/witnz/gateway/v1/gatewayv1connect"
 	verifierv1 "github.com/witnz/witnz/libs/gen/witnz/verifier/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/verifier/v1/verifierv1connect"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
@@ -119,7 +120,7 @@ func startAnchorEnv(t *testing.T) *anchorEnv {
 	t.Helper()
 	dir := t.TempDir()
 	operator := mtls.Identity{Kind: mtls.KindOperator, Name: "admin"}
-	if err := pki.Init(dir, []mtls.Identity{mtls.Service("anchor"), mtls.Service("verifier"), mtls.Witness("w1"), operator}, pki.Options{}); err != nil {
+	if err := pki.Init(dir, []mtls.Identity{mtls.Service("anchor"), mtls.Service("verifier"), mtls.Service("gateway"), mtls.Witness("w1"), operator}, pki.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	fa := &fakeAnchor{receipts: testReceipts()}
@@ -141,6 +142,10 @@ func startAnchorEnv(t *testing.T) *anchorEnv {
 		{Name: "public.audit_log", Protection: witnessv1.Protection_PROTECTION_PROTECTED, Size: 1302, Mode: witnessv1.TableMode_TABLE_MODE_APPEND_ONLY},
 		{Name: "public.clean", Protection: witnessv1.Protection_PROTECTION_PROTECTED, Size: 12, Mode: witnessv1.TableMode_TABLE_MODE_MUTABLE},
 	}}
+	e.urls["gateway"] = serve(t, dir, mtls.Service("gateway"), func(s *rpcserver.Server) {
+		path, h := gatewayv1connect.NewGatewayServiceHandler(&alertsGateway{alerts: testAlerts()}, s.HandlerOptions()...)
+		s.Handle(path, h, gatewayv1connect.GatewayServiceName)
+	})
 	checkpoints, policy := testCheckpoints(t)
 	policyPath := filepath.Join(dir, "policy.txt")
 	if err := os.WriteFile(policyPath, []byte(policy), 0o644); err != nil {
@@ -154,7 +159,7 @@ func startAnchorEnv(t *testing.T) *anchorEnv {
 	vars := map[string]string{
 		"WITNZ_TLS_CERT": p.Cert, "WITNZ_TLS_KEY": p.Key, "WITNZ_TLS_CA": p.CA,
 		"WITNZ_ANCHOR": e.urls["anchor"], "WITNZ_VERIFIER": e.urls["verifier"], "WITNZ_WITNESS": e.urls["witness"],
-		"WITNZ_POLICY": policyPath,
+		"WITNZ_POLICY": policyPath, "WITNZ_GATEWAY": e.urls["gateway"],
 	}
 	e.env = func(k string) string { return vars[k] }
 	t.Chdir(t.TempDir()) // no stack file

@@ -16,10 +16,14 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/witnz/witnz/libs/checkpoint"
+	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
 	anchorv1 "github.com/witnz/witnz/libs/gen/witnz/anchor/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/anchor/v1/anchorv1connect"
+	gatewayv1 "github.com/witnz/witnz/libs/gen/witnz/gateway/v1"
+	"github.com/witnz/witnz/libs/gen/witnz/gateway/v1/gatewayv1connect"
 	verifierv1 "github.com/witnz/witnz/libs/gen/witnz/verifier/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/verifier/v1/verifierv1connect"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
@@ -35,6 +39,9 @@ const ReportVersion = 1
 // reportFetchLimit is how many anchors and runs per table the report asks
 // for: the services' maximum.
 const reportFetchLimit = 1000
+
+// reportMaxAlerts bounds the alerts a report lists.
+const reportMaxAlerts = 10 * reportFetchLimit
 
 // checkpointHistoryNote says where the checkpoint history comes from.
 const checkpointHistoryNote = "The witnesses keep only the latest cosigned checkpoint of each table; " +
@@ -58,6 +65,9 @@ type Report struct {
 	AnchorCheck ReportAnchorCheck `json:"anchor_check"`
 	Summary     ReportSummary     `json:"summary"`
 	Tables      []ReportTable     `json:"tables"`
+	// OtherAlerts are the alerts of the period about no table (hosts,
+	// witnesses, services), newest first.
+	OtherAlerts []Alert `json:"other_alerts"`
 	// Warnings are limits of the report (e.g. a history longer than what
 	// was fetched).
 	Warnings []string `json:"warnings"`
@@ -70,6 +80,8 @@ type ReportSources struct {
 	Witness  string `json:"witness"`
 	Verifier string `json:"verifier"`
 	Anchor   string `json:"anchor"`
+	// Gateway is where the alerts were listed.
+	Gateway string `json:"gateway"`
 	// Policy is the checkpoint policy file the witnesses' checkpoints were
 	// verified against, PolicyDescription what it requires; both empty
 	// when no policy was given (the checkpoints are then listed, not
@@ -101,6 +113,9 @@ type ReportSummary struct {
 	OpenFindings        int `json:"open_findings"`
 	AnchorsInPeriod     int `json:"anchors_in_period"`
 	VerificationsPeriod int `json:"verifications_in_period"`
+	// AlertsInPeriod counts the alerts that occurred in the period, by
+	// severity ("critical", "high", ...).
+	AlertsInPeriod map[string]int `json:"alerts_in_period"`
 }
 
 // ReportTable is everything the report says about one table.
@@ -137,6 +152,8 @@ type ReportTable struct {
 	Anchors []ReportAnchor `json:"anchors"`
 	// Verifications in the period, newest first.
 	Verifications []ReportRun `json:"verifications"`
+	// Alerts about the table that occurred in the period, newest first.
+	Alerts []Alert `json:"alerts"`
 }
 
 // ReportCheckpoint is one cosigned checkpoint of a table.
@@ -235,6 +252,7 @@ func runReport(ctx context.Context, c *invocation) error {
 	fs.Var(&witnesses, "witness", "witness URL https://host:port; repeatable (env WITNZ_WITNESS; default: from the stack file)")
 	vf := &serviceFlags{name: "verifier", flag: "verifier", env: "WITNZ_VERIFIER"}
 	fs.StringVar(&vf.url, "verifier", "", "verifier URL https://host:port (env WITNZ_VERIFIER; default: from the stack file)")
+	fs.StringVar(&vf.gateway, "gateway", "", "gateway URL https://host:port, for the alerts (env WITNZ_GATEWAY; default: from the stack file)")
 	var anchorURL, policyPath string
 	fs.StringVar(&anchorURL, "anchor", "", "anchor service URL https://host:port (env WITNZ_ANCHOR; default: from the stack file)")
 	fs.StringVar(&policyPath, "policy", "", "checkpoint policy file: verify the witnesses' cosigned checkpoints against it (env WITNZ_POLICY; default: the local stack's cosign/policy.txt if there is one)")
@@ -272,6 +290,13 @@ func runReport(ctx context.Context, c *invocation) error {
 	if err != nil {
 		return err
 	}
+	gatewayURL := firstNonEmpty(vf.gateway, c.getenv("WITNZ_GATEWAY"), info.Gateway)
+	if gatewayURL == "" {
+		return fmt.Errorf("no gateway to list the alerts: start the local stack with `make up` (it writes %s), or pass --gateway https://host:port (or set WITNZ_GATEWAY)", defaultStackFile)
+	}
+	if !strings.HasPrefix(gatewayURL, "https://") {
+		return fmt.Errorf("--gateway %q must be an https:// URL (the gateway speaks mutual TLS only)", gatewayURL)
+	}
 	urls := (&verifyFlags{witnesses: witnesses}).witnessURLs(c.getenv, info)
 	if len(urls) == 0 {
 		return errors.New("no witness to ask for the tables and their checkpoints: pass --witness https://host:port (or set WITNZ_WITNESS, or use the stack file of `make up`)")
@@ -288,7 +313,7 @@ func runReport(ctx context.Context, c *invocation) error {
 			return fmt.Errorf("--policy %s: %v", policyPath, err)
 		}
 	}
-	r, err := buildReport(ctx, tlsCfg, urls, verifierURL, aURL, p, now, policy)
+	r, err := buildReport(ctx, tlsCfg, reportSources{witnesses: urls, verifier: verifierURL, anchor: aURL, gateway: gatewayURL}, p, now, policy)
 	if err != nil {
 		return err
 	}
@@ -319,13 +344,16 @@ func runReport(ctx context.Context, c *invocation) error {
 // buildReport asks the witnesses, the verifier and the anchor service.
 // Any service that does not answer fails the report: a report with holes
 // would read as a clean one.
-func buildReport(ctx context.Context, tlsCfg *mtls.Config, witnessURLs []string, verifierURL, anchorURL string, p reportPeriod, now time.Time, policy *checkpoint.Policy) (*Report, error) {
+func buildReport(ctx context.Context, tlsCfg *mtls.Config, src reportSources, p reportPeriod, now time.Time, policy *checkpoint.Policy) (*Report, error) {
 	hc := tlsCfg.HTTPClient()
+	witnessURLs, verifierURL, anchorURL := src.witnesses, src.verifier, src.anchor
 	r := &Report{
 		Version: ReportVersion, GeneratedAt: now.Format(time.RFC3339), Since: p.since.Format(time.RFC3339), Until: p.until.Format(time.RFC3339),
-		Sources:           ReportSources{Witnesses: witnessURLs, Verifier: verifierURL, Anchor: anchorURL},
+		Sources:           ReportSources{Witnesses: witnessURLs, Verifier: verifierURL, Anchor: anchorURL, Gateway: src.gateway},
 		CheckpointHistory: checkpointHistoryNote,
+		Summary:           ReportSummary{AlertsInPeriod: map[string]int{}},
 		Tables:            []ReportTable{},
+		OtherAlerts:       []Alert{},
 		Warnings:          []string{},
 	}
 	if policy != nil {
@@ -346,7 +374,8 @@ func buildReport(ctx context.Context, tlsCfg *mtls.Config, witnessURLs []string,
 		if t, ok := byName[name]; ok {
 			return t
 		}
-		t := &ReportTable{Table: name, Status: "unverified", OpenFindings: []VerifyFinding{}, OpenIntegrity: []ReportIntegrity{}, Checkpoints: []ReportCheckpoint{}, Anchors: []ReportAnchor{}, Verifications: []ReportRun{}}
+		t := &ReportTable{Table: name, Status: "unverified", OpenFindings: []VerifyFinding{}, OpenIntegrity: []ReportIntegrity{}, Checkpoints: []ReportCheckpoint{},
+			Anchors: []ReportAnchor{}, Verifications: []ReportRun{}, Alerts: []Alert{}}
 		byName[name] = t
 		return t
 	}
@@ -428,6 +457,24 @@ func buildReport(ctx context.Context, tlsCfg *mtls.Config, witnessURLs []string,
 		}
 	}
 
+	// Alerts.
+	alerts, truncated, err := periodAlerts(ctx, gatewayv1connect.NewGatewayServiceClient(hc, src.gateway, rpcserver.ClientOptions()...), p)
+	if err != nil {
+		return nil, fmt.Errorf("ListAlerts on the gateway %s: %s (is the stack running? `witnz up` / `make up`)", src.gateway, oneLine(connectMessage(err)))
+	}
+	if truncated {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("the period holds more than %d alerts: only the newest %d are listed", reportMaxAlerts, reportMaxAlerts))
+	}
+	for _, a := range alerts {
+		r.Summary.AlertsInPeriod[a.Severity]++
+		if a.Table == "" {
+			r.OtherAlerts = append(r.OtherAlerts, a)
+			continue
+		}
+		t := table(a.Table)
+		t.Alerts = append(t.Alerts, a)
+	}
+
 	// Verification runs.
 	vc := verifierv1connect.NewVerifierServiceClient(hc, verifierURL, rpcserver.ClientOptions()...)
 	for _, name := range slices.Sorted(mapKeysTable(byName)) {
@@ -481,6 +528,39 @@ func buildReport(ctx context.Context, tlsCfg *mtls.Config, witnessURLs []string,
 		r.Summary.VerificationsPeriod += len(t.Verifications)
 	}
 	return r, nil
+}
+
+// reportSources are the services a report asks.
+type reportSources struct {
+	witnesses                 []string
+	verifier, anchor, gateway string
+}
+
+// periodAlerts lists the alerts that occurred in the period, newest first,
+// at most reportMaxAlerts; truncated says there were more.
+func periodAlerts(ctx context.Context, gw gatewayv1connect.GatewayServiceClient, p reportPeriod) ([]Alert, bool, error) {
+	var out []Alert
+	seen := map[string]bool{}
+	for offset := 0; offset < reportMaxAlerts; offset += reportFetchLimit {
+		resp, err := gw.ListAlerts(ctx, connect.NewRequest(&gatewayv1.ListAlertsRequest{Filter: &alertv1.AlertFilter{
+			From: timestamppb.New(p.since), To: timestamppb.New(p.until), Limit: reportFetchLimit, Offset: uint32(offset),
+		}}))
+		if err != nil {
+			return nil, false, err
+		}
+		for _, a := range resp.Msg.GetAlerts() {
+			// The filter's end is inclusive; the period's is not.
+			if seen[a.GetAlertId()] || !p.contains(a.GetOccurredAt().AsTime()) {
+				continue
+			}
+			seen[a.GetAlertId()] = true
+			out = append(out, alertFrom(a))
+		}
+		if len(resp.Msg.GetAlerts()) < reportFetchLimit {
+			return out, false, nil
+		}
+	}
+	return out, true, nil
 }
 
 // witnessReceipts asks the witness for the anchor receipts its log holds
@@ -663,8 +743,18 @@ func writeReportMarkdown(w io.Writer, r *Report) {
 	p("Tables: %d — %d clean, %d tampered, %d with a log integrity problem, %d never verified. Open findings: %d. In the period: %d verifications, %d anchors.\n\n",
 		r.Summary.Tables, r.Summary.TablesClean, r.Summary.TablesTampered, r.Summary.TablesIntegrity, r.Summary.TablesUnverified, r.Summary.OpenFindings,
 		r.Summary.VerificationsPeriod, r.Summary.AnchorsInPeriod)
-	p("| Table | Status | Last proven clean | Open findings | Verifications in period (ok / tampered / other) | Anchors in period | Log size now |\n")
-	p("|---|---|---|---|---|---|---|\n")
+	var sev []string
+	for _, k := range []string{"critical", "high", "medium", "low", "info", "unspecified"} {
+		if n := r.Summary.AlertsInPeriod[k]; n > 0 {
+			sev = append(sev, fmt.Sprintf("%d %s", n, k))
+		}
+	}
+	if len(sev) == 0 {
+		sev = []string{"none"}
+	}
+	p("Alerts in the period: %s.\n\n", strings.Join(sev, ", "))
+	p("| Table | Status | Last proven clean | Open findings | Verifications in period (ok / tampered / other) | Anchors in period | Alerts in period | Log size now |\n")
+	p("|---|---|---|---|---|---|---|---|\n")
 	for _, t := range r.Tables {
 		var ok, tampered, failed int
 		for _, v := range t.Verifications {
@@ -677,7 +767,7 @@ func writeReportMarkdown(w io.Writer, r *Report) {
 				failed++
 			}
 		}
-		p("| %s | %s | %s | %d | %d / %d / %d | %d | %d |\n", md(t.Table), strings.ToUpper(t.Status), orNever(shortTime(t.LastProvenClean)), len(t.OpenFindings), ok, tampered, failed, len(t.Anchors), t.CurrentSize)
+		p("| %s | %s | %s | %d | %d / %d / %d | %d | %d | %d |\n", md(t.Table), strings.ToUpper(t.Status), orNever(shortTime(t.LastProvenClean)), len(t.OpenFindings), ok, tampered, failed, len(t.Anchors), len(t.Alerts), t.CurrentSize)
 	}
 	p("\n**Anchor check at the time of the report:** ")
 	switch {
@@ -762,6 +852,8 @@ func writeReportMarkdown(w io.Writer, r *Report) {
 				p("| %s | %s | %s | %d | %d | %s | %d ms | %d |\n", shortTime(v.StartedAt), md(orDash(v.Trigger)), outcome, v.RowsScanned, v.LogSize, orDash(v.SnapshotLSN), v.DurationMS, len(v.Findings))
 			}
 		}
+		p("\n### Alerts\n\n")
+		writeAlertsMarkdown(w, t.Alerts)
 		p("\n### Open findings\n\n")
 		if len(t.OpenIntegrity) > 0 {
 			p("The latest verification found the witness log itself failing a check; neither a clean comparison nor the findings can be trusted until it is understood:\n\n")
@@ -793,6 +885,8 @@ func writeReportMarkdown(w io.Writer, r *Report) {
 			}
 		}
 	}
+	p("\n## Other alerts (hosts, witnesses, services)\n\n")
+	writeAlertsMarkdown(w, r.OtherAlerts)
 }
 
 func receiptInLog(state string, index uint64) string {
@@ -808,6 +902,25 @@ func receiptInLog(state string, index uint64) string {
 		return "**MISSING**"
 	}
 	return "unknown"
+}
+
+// reportMarkdownAlerts bounds the alerts listed per section of the
+// Markdown report; the JSON report has them all.
+const reportMarkdownAlerts = 100
+
+func writeAlertsMarkdown(w io.Writer, alerts []Alert) {
+	if len(alerts) == 0 {
+		fmt.Fprintf(w, "No alert in the period.\n")
+		return
+	}
+	fmt.Fprintf(w, "| Occurred | Severity | Type | Source | Message |\n|---|---|---|---|---|\n")
+	for i, a := range alerts {
+		if i == reportMarkdownAlerts {
+			fmt.Fprintf(w, "\n…and %d more (older) in `witnz report --format json`.\n", len(alerts)-i)
+			return
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", shortTime(a.OccurredAt), strings.ToUpper(a.Severity), md(a.Type), md(orDash(a.Source)), md(a.Message))
+	}
 }
 
 // shortTime is an RFC 3339 time to the second, for people.

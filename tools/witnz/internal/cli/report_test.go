@@ -16,7 +16,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/witnz/witnz/libs/checkpoint"
+	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
 	anchorv1 "github.com/witnz/witnz/libs/gen/witnz/anchor/v1"
+	gatewayv1 "github.com/witnz/witnz/libs/gen/witnz/gateway/v1"
+	"github.com/witnz/witnz/libs/gen/witnz/gateway/v1/gatewayv1connect"
 	verifierv1 "github.com/witnz/witnz/libs/gen/witnz/verifier/v1"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/libs/testenv"
@@ -56,6 +59,41 @@ func (f *checkpointWitness) ListAnchorReceipts(context.Context, *connect.Request
 	return connect.NewResponse(&witnessv1.ListAnchorReceiptsResponse{Total: 1, Receipts: []*witnessv1.AnchorReceipt{
 		{Sink: "s3", Bucket: "witnz-anchors", Key: "anchors/2026/11/20/080000.json", VersionId: "v-2", Sha256: []byte{0x0a, 0x1b, 0x2c, 0x3d}, RaftIndex: 57},
 	}}), nil
+}
+
+// alertsGateway answers ListAlerts like the alert service: from and to
+// inclusive on occurred_at, newest first, limit and offset.
+type alertsGateway struct {
+	gatewayv1connect.UnimplementedGatewayServiceHandler
+	alerts []*alertv1.Alert // newest first
+}
+
+func (g *alertsGateway) ListAlerts(_ context.Context, req *connect.Request[gatewayv1.ListAlertsRequest]) (*connect.Response[gatewayv1.ListAlertsResponse], error) {
+	f := req.Msg.GetFilter()
+	var match []*alertv1.Alert
+	for _, a := range g.alerts {
+		t := a.GetOccurredAt().AsTime()
+		if (f.GetFrom() == nil || !t.Before(f.GetFrom().AsTime())) && (f.GetTo() == nil || !t.After(f.GetTo().AsTime())) {
+			match = append(match, a)
+		}
+	}
+	off := min(int(f.GetOffset()), len(match))
+	match = match[off:]
+	match = match[:min(int(f.GetLimit()), len(match))]
+	return connect.NewResponse(&gatewayv1.ListAlertsResponse{Alerts: match}), nil
+}
+
+func testAlerts() []*alertv1.Alert {
+	return []*alertv1.Alert{
+		{AlertId: "a4", Type: "cdc.delete_on_append_only", Severity: alertv1.Severity_SEVERITY_CRITICAL, Source: "cdc-ingest", Table: "public.audit_log",
+			Message: "DELETE at the end of the period", OccurredAt: at("2026-11-21T00:00:00Z")},
+		{AlertId: "a1", Type: "verify.tampered", Severity: alertv1.Severity_SEVERITY_CRITICAL, Source: "verifier", Table: "public.audit_log",
+			Message: "verification of public.audit_log found 1 rows | that differ", OccurredAt: at("2026-11-20T09:01:00Z")},
+		{AlertId: "a2", Type: "witness.cosign_refused", Severity: alertv1.Severity_SEVERITY_HIGH, Source: "witness",
+			Message: "witness node w3 refused to cosign", OccurredAt: at("2026-11-19T10:00:00Z")},
+		{AlertId: "a3", Type: "cdc.update_on_append_only", Severity: alertv1.Severity_SEVERITY_CRITICAL, Source: "cdc-ingest", Table: "public.audit_log",
+			Message: "UPDATE before the period", OccurredAt: at("2026-10-01T00:00:00Z")},
+	}
 }
 
 func at(s string) *timestamppb.Timestamp {
@@ -156,7 +194,8 @@ func TestReport(t *testing.T) {
 		if !r.AnchorCheck.Checked || !r.AnchorCheck.OK || len(r.AnchorCheck.Checks) != 2 {
 			t.Errorf("anchor check %+v", r.AnchorCheck)
 		}
-		wantSummary := ReportSummary{Tables: 2, TablesTampered: 1, TablesIntegrity: 1, OpenFindings: 1, AnchorsInPeriod: 2, VerificationsPeriod: 4}
+		wantSummary := ReportSummary{Tables: 2, TablesTampered: 1, TablesIntegrity: 1, OpenFindings: 1, AnchorsInPeriod: 2, VerificationsPeriod: 4,
+			AlertsInPeriod: map[string]int{"critical": 1, "high": 1}}
 		if diff := cmp.Diff(wantSummary, r.Summary); diff != "" {
 			t.Errorf("summary (-want +got):\n%s", diff)
 		}
@@ -199,10 +238,13 @@ func TestReport(t *testing.T) {
 		if a.Verifications[1].Error == "" || a.Verifications[0].Findings[0].Kind != "modified" {
 			t.Errorf("runs %+v", a.Verifications)
 		}
+		if len(a.Alerts) != 1 || a.Alerts[0].AlertID != "a1" || len(r.OtherAlerts) != 1 || r.OtherAlerts[0].AlertID != "a2" || r.Sources.Gateway != e.urls["gateway"] {
+			t.Errorf("alerts %+v, other %+v (want a1 on the table, a2 without one; a3 before and a4 at the end of the period left out)", a.Alerts, r.OtherAlerts)
+		}
 		c := r.Tables[1]
 		if c.Status != "integrity" || len(c.OpenIntegrity) != 1 || c.OpenIntegrity[0].Kind != "root_mismatch" || c.OpenIntegrity[0].Witness != "w2" ||
 			len(c.Verifications) != 1 || c.Verifications[0].Outcome != "integrity" || c.LastProvenClean != "" || c.LatestCheckpoint != nil || c.Mode != "mutable" || len(c.Anchors) != 1 ||
-			c.OpenFindings == nil || c.Verifications == nil {
+			c.OpenFindings == nil || c.Verifications == nil || c.Alerts == nil {
 			t.Errorf("clean %+v", c)
 		}
 		// Arrays are never null.
@@ -230,8 +272,13 @@ func TestReport(t *testing.T) {
 			"- **Period:** 2026-11-01T00:00:00Z to ",
 			"## Summary",
 			"Tables: 2 — 0 clean, 1 tampered, 1 with a log integrity problem, 0 never verified. Open findings: 1. In the period: 4 verifications, 2 anchors.",
-			"| public.audit_log | TAMPERED | 2026-11-19T08:00:00Z | 1 | 1 / 1 / 1 | 2 | 1302 |",
-			"| public.clean | INTEGRITY | never | 0 | 0 / 0 / 1 | 1 | 12 |",
+			"| public.audit_log | TAMPERED | 2026-11-19T08:00:00Z | 1 | 1 / 1 / 1 | 2 | 2 | 1302 |",
+			"| public.clean | INTEGRITY | never | 0 | 0 / 0 / 1 | 1 | 0 | 12 |",
+			"Alerts in the period: 2 critical, 1 high.",
+			"### Alerts",
+			`| 2026-11-20T09:01:00Z | CRITICAL | verify.tampered | verifier | verification of public.audit_log found 1 rows \| that differ |`,
+			"## Other alerts (hosts, witnesses, services)",
+			"| 2026-11-19T10:00:00Z | HIGH | witness.cosign_refused | witness | witness node w3 refused to cosign |",
 			"**Anchor check at the time of the report:** OK",
 			"*Checkpoint history:* The witnesses keep only the latest cosigned checkpoint",
 			"## public.audit_log",
@@ -302,6 +349,8 @@ func TestReport(t *testing.T) {
 			{e.env, []string{"report", "--since", "2026-11-01", "--verifier", "https://" + testenv.FreeAddr(t)}, "ListRuns"},
 			{e.env, []string{"report", "--since", "2026-11-01", "--anchor", "https://" + testenv.FreeAddr(t)}, "ListAnchors on the anchor service"},
 			{e.env, []string{"report", "--since", "2026-11-01", "--witness", "https://" + testenv.FreeAddr(t)}, "no witness answered"},
+			{e.env, []string{"report", "--since", "2026-11-01", "--gateway", "https://" + testenv.FreeAddr(t)}, "ListAlerts on the gateway"},
+			{without(e.env, "WITNZ_GATEWAY"), []string{"report", "--since", "2026-11-01"}, "--gateway https://host:port"},
 			{without(e.env, "WITNZ_ANCHOR"), []string{"report", "--since", "2026-11-01"}, "--anchor https://host:port"},
 		} {
 			_, _, err := run(t, tc.env, tc.args...)

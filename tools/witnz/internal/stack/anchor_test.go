@@ -102,7 +102,7 @@ func TestAnchorStack(t *testing.T) {
 			audit = &r.Tables[i]
 		}
 	}
-	if audit == nil || len(audit.Anchors) == 0 || audit.Anchors[0].WitnessLog != "recorded" || audit.LatestCheckpoint == nil || !r.AnchorCheck.OK ||
+	if r.Sources.Gateway != info.Gateway || r.Summary.AlertsInPeriod == nil || audit == nil || len(audit.Anchors) == 0 || audit.Anchors[0].WitnessLog != "recorded" || audit.LatestCheckpoint == nil || !r.AnchorCheck.OK ||
 		audit.LatestCheckpoint.PolicyVerified == nil || !*audit.LatestCheckpoint.PolicyVerified {
 		t.Fatalf("report:\n%s", o)
 	}
