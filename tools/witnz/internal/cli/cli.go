@@ -101,8 +101,7 @@ func (c *invocation) flagSet(name, synopsis string) *flag.FlagSet {
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
-			return err // Run turns it into success
+			return err // Parse printed the usage; Run turns it into success
 		}
 		return fmt.Errorf("%v (see `%s -h`)", err, fs.Name())
 	}

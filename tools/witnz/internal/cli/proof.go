@@ -68,8 +68,7 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fs.Usage()
-				return nil, err // Run turns it into success
+				return nil, err // Parse printed the usage; Run turns it into success
 			}
 			return nil, fmt.Errorf("%v (see `%s -h`)", err, fs.Name())
 		}

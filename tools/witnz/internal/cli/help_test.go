@@ -1,0 +1,19 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestFlagHelpOnce: `witnz CMD -h` prints its usage once and succeeds.
+func TestFlagHelpOnce(t *testing.T) {
+	for _, args := range [][]string{
+		{"status", "-h"}, {"verify", "-h"}, {"anchor", "now", "-h"}, {"anchor", "list", "--help"},
+		{"report", "-h"}, {"proof", "verify", "-h"}, {"alerts", "-h"},
+	} {
+		out, _, err := run(t, noEnv, args...)
+		if err != nil || strings.Count(out, "Usage: witnz ") != 1 {
+			t.Errorf("witnz %s: %v, usage printed %d times:\n%s", strings.Join(args, " "), err, strings.Count(out, "Usage: witnz "), out)
+		}
+	}
+}
