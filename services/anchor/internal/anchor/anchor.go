@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/witnz/witnz/libs/checkpoint"
+	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
 	anchorv1 "github.com/witnz/witnz/libs/gen/witnz/anchor/v1"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/services/anchor/internal/alerts"
@@ -150,6 +151,7 @@ func (a *Anchorer) bestCheckpoint(ctx context.Context, name string) (*object.Tab
 func (a *Anchorer) AnchorNow(ctx context.Context) (*anchorv1.Receipt, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.commitPending(ctx)
 	tables, err := a.collect(ctx)
 	if err != nil {
 		return nil, err
@@ -184,13 +186,6 @@ func (a *Anchorer) AnchorNow(ctx context.Context) (*anchorv1.Receipt, error) {
 	if !sr.RetainUntil.IsZero() {
 		receipt.RetainUntil = timestamppb.New(sr.RetainUntil)
 	}
-	wr := &witnessv1.AnchorReceipt{
-		Sink: sr.Kind, Bucket: sr.Bucket, Key: sr.Key, VersionId: sr.VersionID, Etag: sr.ETag,
-		Sha256: sr.SHA256[:], AnchoredAtMicros: now.UnixMicro(),
-	}
-	if !sr.RetainUntil.IsZero() {
-		wr.RetainUntilMicros = sr.RetainUntil.UnixMicro()
-	}
 	for _, t := range tables {
 		root, _ := base64.StdEncoding.DecodeString(t.Root)
 		receipt.TableSizes[t.Table] = t.Size
@@ -199,19 +194,84 @@ func (a *Anchorer) AnchorNow(ctx context.Context) (*anchorv1.Receipt, error) {
 			at.Cosigners = append(at.Cosigners, c.Key)
 		}
 		receipt.Tables = append(receipt.Tables, at)
-		wr.Checkpoints = append(wr.Checkpoints, &witnessv1.AnchoredCheckpoint{Table: t.Table, Size: t.Size, Root: root})
 	}
-	index, err := a.record(ctx, wr)
+	// Until the witnesses hold it the receipt is pending: a later attempt
+	// commits it rather than leave the object unreferenced.
+	if err := a.cfg.Store.AddPending(receipt); err != nil {
+		a.log.Error("the receipt store cannot keep the pending receipt", "key", sr.Key, "error", err)
+	}
+	if err := a.commit(ctx, receipt); err != nil {
+		return nil, fmt.Errorf("the object %s was written to the %s sink, but the witnesses did not record its receipt, so it is not anchored yet (the next attempt records it): %w", sr.Key, sr.Kind, err)
+	}
+	a.log.Info("anchored", "key", sr.Key, "version_id", sr.VersionID, "tables", len(tables), "raft_index", receipt.GetWitnessRaftIndex(), "sha256", receipt.ChecksumSha256)
+	return receipt, nil
+}
+
+// commit records the receipt in the witness log, then as committed in the
+// local store.
+func (a *Anchorer) commit(ctx context.Context, receipt *anchorv1.Receipt) error {
+	index, err := a.record(ctx, ToWitness(receipt))
 	if err != nil {
-		return nil, fmt.Errorf("the object %s was written to the %s sink, but the witnesses did not record its receipt, so it is not anchored: %w", sr.Key, sr.Kind, err)
+		return err
 	}
 	receipt.WitnessRaftIndex = index
-	if err := a.cfg.Store.Add(receipt); err != nil {
+	if err := a.cfg.Store.Commit(receipt); err != nil {
 		// The witnesses hold the receipt; the local copy is a convenience.
-		a.log.Error("anchored, but the local receipt store failed", "key", sr.Key, "error", err)
+		a.log.Error("anchored, but the local receipt store failed", "key", receipt.GetKey(), "error", err)
 	}
-	a.log.Info("anchored", "key", sr.Key, "version_id", sr.VersionID, "tables", len(tables), "raft_index", index, "sha256", receipt.ChecksumSha256)
-	return receipt, nil
+	return nil
+}
+
+// commitPending records the receipts of objects written by earlier
+// attempts whose witness commit failed. A receipt the witnesses refuse
+// for good (the logs no longer support it) is dropped with an alert.
+func (a *Anchorer) commitPending(ctx context.Context) {
+	pending, err := a.cfg.Store.Pending()
+	if err != nil {
+		a.log.Error("reading pending receipts", "error", err)
+		return
+	}
+	for _, r := range pending {
+		err := a.commit(ctx, r)
+		switch {
+		case err == nil:
+			a.log.Info("anchored an object of an earlier attempt", "key", r.GetKey(), "raft_index", r.GetWitnessRaftIndex())
+		case permanent(err):
+			a.cfg.Alerts.Raise(a.log, alerts.Alert(alerts.TypeFailed, alertv1.Severity_SEVERITY_HIGH, "",
+				fmt.Sprintf("the witnesses refuse the receipt of anchor object %s written earlier: %v", r.GetKey(), err),
+				map[string]any{"key": r.GetKey(), "error": err.Error()}, r.GetKey()))
+			if err := a.cfg.Store.DropPending(r.GetKey()); err != nil {
+				a.log.Error("dropping a pending receipt", "key", r.GetKey(), "error", err)
+			}
+		default:
+			a.log.Warn("the receipt of an earlier anchor object is still not recorded", "key", r.GetKey(), "error", err)
+		}
+	}
+}
+
+// permanent reports whether the witnesses refused a receipt for good.
+func permanent(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodePermissionDenied, connect.CodeInvalidArgument, connect.CodeNotFound:
+		return true
+	}
+	return false
+}
+
+// ToWitness converts a receipt to the witness log's form.
+func ToWitness(r *anchorv1.Receipt) *witnessv1.AnchorReceipt {
+	sum, _ := hex.DecodeString(r.GetChecksumSha256())
+	wr := &witnessv1.AnchorReceipt{
+		Sink: r.GetSink(), Bucket: r.GetBucket(), Key: r.GetKey(), VersionId: r.GetVersionId(), Etag: r.GetEtag(),
+		Sha256: sum, AnchoredAtMicros: r.GetAnchoredAt().AsTime().UnixMicro(),
+	}
+	if r.GetRetainUntil() != nil {
+		wr.RetainUntilMicros = r.GetRetainUntil().AsTime().UnixMicro()
+	}
+	for _, t := range r.GetTables() {
+		wr.Checkpoints = append(wr.Checkpoints, &witnessv1.AnchoredCheckpoint{Table: t.GetTable(), Size: t.GetSize(), Root: t.GetRoot()})
+	}
+	return wr
 }
 
 // record commits the witness receipt, retrying briefly: the object is
@@ -225,8 +285,7 @@ func (a *Anchorer) record(ctx context.Context, wr *witnessv1.AnchorReceipt) (uin
 		if err == nil {
 			return index, nil
 		}
-		switch connect.CodeOf(err) {
-		case connect.CodePermissionDenied, connect.CodeInvalidArgument, connect.CodeNotFound:
+		if permanent(err) {
 			return 0, err
 		}
 		a.log.Warn("recording the anchor receipt failed; retrying", "key", wr.GetKey(), "error", err)

@@ -6,8 +6,12 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"connectrpc.com/connect"
+
 	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
+	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/services/anchor/internal/alerts"
+	"github.com/witnz/witnz/services/anchor/internal/witnesses"
 )
 
 // backoff waits exponentially longer between attempts, with jitter.
@@ -36,7 +40,8 @@ func (b *backoff) wait(ctx context.Context) bool {
 const notYet = 30 * time.Second
 
 // Run anchors every Interval until ctx ends: at start when the newest
-// receipt is older than Interval (or there is none), then Interval after
+// receipt (local, else in the witness log) is older than Interval (or
+// there is none), then Interval after
 // each success or failure. A failed attempt is retried with backoff for
 // up to a quarter of the interval (at most 15 minutes) before it is an
 // alert; no anchor for more than twice the interval is an alert too.
@@ -44,8 +49,8 @@ func (a *Anchorer) Run(ctx context.Context) error {
 	interval := a.cfg.Interval
 	last := a.cfg.Now()
 	next := a.cfg.Now()
-	if r, err := a.cfg.Store.Latest(); err == nil && r != nil {
-		last = r.GetAnchoredAt().AsTime()
+	if at, ok := a.lastAnchoredAt(ctx); ok {
+		last = at
 		next = last.Add(interval)
 	}
 	watch := min(interval, time.Minute)
@@ -81,6 +86,27 @@ func (a *Anchorer) Run(ctx context.Context) error {
 		}
 		a.checkLate(last, now)
 	}
+}
+
+// lastAnchoredAt is the time of the newest receipt: in the local store,
+// else (a new host, a lost data directory) in the witness log.
+func (a *Anchorer) lastAnchoredAt(ctx context.Context) (time.Time, bool) {
+	if r, err := a.cfg.Store.Latest(); err == nil && r != nil {
+		return r.GetAnchoredAt().AsTime(), true
+	}
+	var newest time.Time
+	for _, n := range a.cfg.Witnesses.Nodes() {
+		cctx, cancel := context.WithTimeout(ctx, witnesses.CallTimeout)
+		resp, err := n.Client.ListAnchorReceipts(cctx, connect.NewRequest(&witnessv1.ListAnchorReceiptsRequest{Limit: 1}))
+		cancel()
+		if err != nil || len(resp.Msg.GetReceipts()) == 0 {
+			continue
+		}
+		if at := time.UnixMicro(resp.Msg.GetReceipts()[0].GetAnchoredAtMicros()); at.After(newest) {
+			newest = at
+		}
+	}
+	return newest, !newest.IsZero()
 }
 
 // checkLate raises the late alert when the last anchor is older than twice

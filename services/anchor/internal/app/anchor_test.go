@@ -180,6 +180,23 @@ func TestAnchorDirEndToEnd(t *testing.T) {
 		}
 	}
 
+	// A new anchor host (empty receipt store) finds the receipts in the
+	// witness log: it checks them, and does not anchor again at start.
+	b := startAnchor(t, s, config.Config{Witnesses: c.urls(), Sink: config.SinkDir, SinkDir: sinkDir, DataDir: t.TempDir()})
+	res = b.check(t, true)
+	if !res.GetOk() || len(res.GetChecks()) < 2 {
+		t.Fatalf("check from the witness log's receipts: ok=%v, %d checks\n%s", res.GetOk(), len(res.GetChecks()), problems(res))
+	}
+	for _, ck := range res.GetChecks() {
+		if ck.GetReceipt().GetWitnessRaftIndex() == 0 {
+			t.Fatalf("check of a receipt without its witness Raft index: %v", ck)
+		}
+	}
+	if l, err := b.client.ListAnchors(t.Context(), connect.NewRequest(&anchorv1.ListAnchorsRequest{})); err != nil || len(l.Msg.GetReceipts()) != 0 {
+		t.Fatalf("the new anchor host anchored at start: %v, %v", l, err)
+	}
+	b.stop()
+
 	// A node restarted replays its log: the receipt is still there.
 	w2 := c.nodes[1]
 	w2.stop(t)
@@ -350,5 +367,69 @@ func TestAnchorS3EndToEnd(t *testing.T) {
 	c.waitCheckpoint(t, audit, 6)
 	if res := a.check(t, true); !res.GetOk() {
 		t.Fatalf("check failed:\n%s", problems(res))
+	}
+}
+
+// TestAnchorPendingReceipt loses the witness quorum after the checkpoints
+// are read: the object is written but its receipt cannot be committed, so
+// nothing is reported as anchored; once the quorum is back the next
+// anchoring commits that receipt first.
+func TestAnchorPendingReceipt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster of witness processes")
+	}
+	s := newStack(t, 3)
+	c := newCluster(t, s, 3)
+	c.appendRows(t, audit, 100, 3, "")
+	c.waitCheckpoint(t, audit, 3)
+	sinkDir := filepath.Join(t.TempDir(), "anchors")
+	a := startAnchor(t, s, config.Config{Witnesses: c.urls()[:1], Sink: config.SinkDir, SinkDir: sinkDir, DataDir: t.TempDir()},
+		app.Options{RecordTimeout: 2 * time.Second})
+	// The schedule's first anchor at start may or may not have happened.
+	waitFor(t, "the anchor at start", func() (bool, string) {
+		l, err := a.client.ListAnchors(t.Context(), connect.NewRequest(&anchorv1.ListAnchorsRequest{}))
+		return err == nil && len(l.Msg.GetReceipts()) == 1, "no receipt yet"
+	})
+
+	// w1 alone still serves its replica's checkpoints, but commits nothing.
+	c.nodes[1].kill()
+	c.nodes[2].kill()
+	_, err := a.client.AnchorNow(t.Context(), connect.NewRequest(&anchorv1.AnchorNowRequest{}))
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "did not record its receipt, so it is not anchored yet") {
+		t.Fatalf("AnchorNow without a quorum = %v, want Unavailable: not anchored", err)
+	}
+	l, err := a.client.ListAnchors(t.Context(), connect.NewRequest(&anchorv1.ListAnchorsRequest{}))
+	if err != nil || len(l.Msg.GetReceipts()) != 1 {
+		t.Fatalf("ListAnchors after the failed commit = %v, %v; want only the first receipt", l, err)
+	}
+	files, _ := os.ReadDir(sinkDir)
+	if len(files) != 2 {
+		t.Fatalf("%d objects in the sink, want 2 (one anchored, one pending)", len(files))
+	}
+
+	c.start(t, c.nodes[1])
+	c.start(t, c.nodes[2])
+	c.waitLeader(t)
+	waitFor(t, "the pending receipt committed by the next anchoring", func() (bool, string) {
+		if _, err := a.client.AnchorNow(t.Context(), connect.NewRequest(&anchorv1.AnchorNowRequest{})); err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	})
+	l, err = a.client.ListAnchors(t.Context(), connect.NewRequest(&anchorv1.ListAnchorsRequest{}))
+	if err != nil || len(l.Msg.GetReceipts()) < 3 {
+		t.Fatalf("ListAnchors = %v, %v; want 3 receipts", l, err)
+	}
+	keys := map[string]bool{}
+	for _, r := range l.Msg.GetReceipts() {
+		keys[r.GetKey()] = true
+	}
+	for _, f := range files {
+		if !keys[f.Name()] {
+			t.Errorf("object %s has no receipt", f.Name())
+		}
+	}
+	if res := a.check(t, true); !res.GetOk() {
+		t.Fatalf("check:\n%s", problems(res))
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -40,6 +41,9 @@ type Service struct {
 type Options struct {
 	// S3 adjusts the S3 sink's configuration before it is opened.
 	S3 func(*sink.S3Config)
+	// RecordTimeout bounds the retries of the witness commit after a sink
+	// write (anchor.Config.RecordTimeout); 0 keeps the default.
+	RecordTimeout time.Duration
 }
 
 // New checks cfg against the world (certificates, policy, sink, data
@@ -88,7 +92,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	al := alerts.New(tlsCfg, cfg.AlertURL, log)
 	a := anchor.New(anchor.Config{
 		Log: log, Sink: snk, Store: st, Witnesses: wit, Policy: policy,
-		PolicySHA256: sha256.Sum256(policyText), Alerts: al, Interval: cfg.Interval,
+		PolicySHA256: sha256.Sum256(policyText), Alerts: al, Interval: cfg.Interval, RecordTimeout: o.RecordTimeout,
 	})
 	s := &Service{log: log, srv: srv, store: st, anchorer: a, alerts: al}
 	path, h := anchorv1connect.NewAnchorServiceHandler(&handler{anchorer: a}, srv.HandlerOptions()...)

@@ -16,7 +16,12 @@ import (
 	anchorv1 "github.com/witnz/witnz/libs/gen/witnz/anchor/v1"
 )
 
-var bucketReceipts = []byte("receipts")
+var (
+	bucketReceipts = []byte("receipts")
+	// bucketPending holds receipts of objects written to the sink whose
+	// witness commit has not succeeded yet, by object key.
+	bucketPending = []byte("pending")
+)
 
 // FileName is the store's file in the data directory.
 const FileName = "anchor.db"
@@ -40,7 +45,10 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("--data-dir %s: open %s: %w", dir, path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketReceipts)
+		if _, err := tx.CreateBucketIfNotExists(bucketReceipts); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(bucketPending)
 		return err
 	}); err != nil {
 		db.Close()
@@ -97,4 +105,57 @@ func (s *Store) Latest() (*anchorv1.Receipt, error) {
 		return nil, err
 	}
 	return l[0], nil
+}
+
+// AddPending keeps the receipt of an object whose witness commit is still
+// to be done.
+func (s *Store) AddPending(r *anchorv1.Receipt) error {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPending).Put([]byte(r.GetKey()), b) })
+}
+
+// Pending returns the receipts still to be committed, oldest key first.
+func (s *Store) Pending() ([]*anchorv1.Receipt, error) {
+	var out []*anchorv1.Receipt
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPending).ForEach(func(k, v []byte) error {
+			r := &anchorv1.Receipt{}
+			if err := proto.Unmarshal(v, r); err != nil {
+				return fmt.Errorf("receipt store: pending %q: %w", k, err)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Commit moves a pending receipt, now committed to the witness log, to
+// the receipts (or adds it when it was not pending).
+func (s *Store) Commit(r *anchorv1.Receipt) error {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketPending).Delete([]byte(r.GetKey())); err != nil {
+			return err
+		}
+		bk := tx.Bucket(bucketReceipts)
+		seq, err := bk.NextSequence()
+		if err != nil {
+			return err
+		}
+		var k [8]byte
+		binary.BigEndian.PutUint64(k[:], seq)
+		return bk.Put(k[:], b)
+	})
+}
+
+// DropPending forgets a pending receipt the witnesses will never accept.
+func (s *Store) DropPending(key string) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPending).Delete([]byte(key)) })
 }

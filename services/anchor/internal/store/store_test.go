@@ -38,3 +38,31 @@ func TestAddListReopen(t *testing.T) {
 		t.Fatalf("Latest = %v, %v", r, err)
 	}
 }
+
+func TestPending(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, k := range []string{"b", "a"} {
+		if err := s.AddPending(&anchorv1.Receipt{Key: k}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := s.Pending()
+	if err != nil || len(p) != 2 || p[0].GetKey() != "a" {
+		t.Fatalf("Pending = %v, %v", p, err)
+	}
+	if err := s.Commit(&anchorv1.Receipt{Key: "a", WitnessRaftIndex: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DropPending("b"); err != nil {
+		t.Fatal(err)
+	}
+	p, _ = s.Pending()
+	l, _ := s.List(0)
+	if len(p) != 0 || len(l) != 1 || l[0].GetWitnessRaftIndex() != 7 {
+		t.Fatalf("after Commit and DropPending: pending %v, receipts %v", p, l)
+	}
+}
