@@ -111,7 +111,7 @@ func addServiceFlags(fs *flag.FlagSet, name, flagName, env string) *serviceFlags
 
 // addTLSFlags registers --stack and the operator certificate flags.
 func addTLSFlags(fs *flag.FlagSet, g *gatewayFlags) {
-	fs.StringVar(&g.stackFile, "stack", "", "stack file written by `witnz up` (env WITNZ_STACK; default "+defaultStackFile+")")
+	fs.StringVar(&g.stackFile, "stack", "", "stack `FILE` written by witnz up (env WITNZ_STACK; default "+defaultStackFile+")")
 	fs.StringVar(&g.cert, "tls-cert", "", "operator certificate (env WITNZ_TLS_CERT; default: from the stack file)")
 	fs.StringVar(&g.key, "tls-key", "", "key of --tls-cert (env WITNZ_TLS_KEY; default: from the stack file)")
 	fs.StringVar(&g.ca, "tls-ca", "", "CA bundle (env WITNZ_TLS_CA; default: from the stack file)")

@@ -24,7 +24,7 @@ type gatewayFlags struct {
 
 func addGatewayFlags(fs *flag.FlagSet) *gatewayFlags {
 	g := &gatewayFlags{}
-	fs.StringVar(&g.stackFile, "stack", "", "stack file written by `witnz up` (env WITNZ_STACK; default "+defaultStackFile+")")
+	fs.StringVar(&g.stackFile, "stack", "", "stack `FILE` written by witnz up (env WITNZ_STACK; default "+defaultStackFile+")")
 	fs.StringVar(&g.gateway, "gateway", "", "gateway URL https://host:port (env WITNZ_GATEWAY; default: from the stack file)")
 	fs.StringVar(&g.cert, "tls-cert", "", "operator certificate (env WITNZ_TLS_CERT; default: from the stack file)")
 	fs.StringVar(&g.key, "tls-key", "", "key of --tls-cert (env WITNZ_TLS_KEY; default: from the stack file)")

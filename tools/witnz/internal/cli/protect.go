@@ -26,7 +26,7 @@ type ingestFlags struct {
 
 func addIngestFlags(fs *flag.FlagSet) *ingestFlags {
 	f := &ingestFlags{}
-	fs.StringVar(&f.stackFile, "stack", "", "stack file written by `witnz up` (env WITNZ_STACK; default "+defaultStackFile+")")
+	fs.StringVar(&f.stackFile, "stack", "", "stack `FILE` written by witnz up (env WITNZ_STACK; default "+defaultStackFile+")")
 	fs.StringVar(&f.ingest, "ingest", "", "cdc-ingest URL https://host:port (env WITNZ_INGEST; default: from the stack file)")
 	fs.StringVar(&f.cert, "tls-cert", "", "operator certificate (env WITNZ_TLS_CERT; default: from the stack file)")
 	fs.StringVar(&f.key, "tls-key", "", "key of --tls-cert (env WITNZ_TLS_KEY; default: from the stack file)")
@@ -223,7 +223,7 @@ type InitResult struct {
 func runInit(ctx context.Context, c *invocation) error {
 	fs := c.flagSet("init", "[--pg-dsn URL] [--slot witnz] [--publication witnz] [--json]")
 	g := &gatewayFlags{}
-	fs.StringVar(&g.stackFile, "stack", "", "stack file written by `witnz up` (env WITNZ_STACK; default "+defaultStackFile+")")
+	fs.StringVar(&g.stackFile, "stack", "", "stack `FILE` written by witnz up (env WITNZ_STACK; default "+defaultStackFile+")")
 	dsnFlag := fs.String("pg-dsn", "", "connection URL of the protected database, as the role cdc-ingest will use (env WITNZ_PG_DSN; default: from the stack file)")
 	slot := fs.String("slot", "witnz", "logical replication slot name")
 	pub := fs.String("publication", "witnz", "publication name")

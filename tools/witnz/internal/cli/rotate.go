@@ -72,7 +72,7 @@ type witnessFlags struct {
 
 func addWitnessFlags(fs *flag.FlagSet, timeout time.Duration) *witnessFlags {
 	f := &witnessFlags{}
-	fs.StringVar(&f.stackFile, "stack", "", "stack file written by `witnz up` (env WITNZ_STACK; default "+defaultStackFile+")")
+	fs.StringVar(&f.stackFile, "stack", "", "stack `FILE` written by witnz up (env WITNZ_STACK; default "+defaultStackFile+")")
 	fs.Var(&f.witnesses, "witness", "witness API URL https://host:port, repeatable; any node will do, the leader is found from there (env WITNZ_WITNESS, comma-separated; default: every witness of the stack file)")
 	fs.StringVar(&f.cert, "tls-cert", "", "operator certificate (env WITNZ_TLS_CERT; default: from the stack file)")
 	fs.StringVar(&f.key, "tls-key", "", "key of --tls-cert (env WITNZ_TLS_KEY; default: from the stack file)")

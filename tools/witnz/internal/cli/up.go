@@ -74,7 +74,7 @@ func defaultBinDir() string {
 
 func runDown(ctx context.Context, c *invocation) error {
 	fs := c.flagSet("down", "[--dir .witnz]")
-	dir := fs.String("dir", ".witnz", "stack directory given to `witnz up`")
+	dir := fs.String("dir", ".witnz", "stack directory given to witnz up")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the stack to stop")
 	if err := parse(fs, c.args); err != nil {
 		return err

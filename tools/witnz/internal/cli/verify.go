@@ -90,7 +90,7 @@ type verifyFlags struct {
 func runVerify(ctx context.Context, c *invocation) error {
 	fs := c.flagSet("verify", "[SCHEMA.TABLE] [--check-anchor [--all]] [--json]")
 	f := &verifyFlags{}
-	fs.StringVar(&f.stackFile, "stack", "", "stack file written by `witnz up` (env WITNZ_STACK; default "+defaultStackFile+")")
+	fs.StringVar(&f.stackFile, "stack", "", "stack `FILE` written by witnz up (env WITNZ_STACK; default "+defaultStackFile+")")
 	fs.StringVar(&f.verifier, "verifier", "", "verifier URL https://host:port (env WITNZ_VERIFIER; default: from the stack file)")
 	fs.Var(&f.witnesses, "witness", "witness URL https://host:port, to list the protected tables when no table is named; repeatable (env WITNZ_WITNESS; default: from the stack file)")
 	fs.StringVar(&f.cert, "tls-cert", "", "operator certificate (env WITNZ_TLS_CERT; default: from the stack file)")
