@@ -59,6 +59,8 @@ type Config struct {
 	RecordTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Metrics, when set, count attempts and checks.
+	Metrics *Metrics
 }
 
 // Anchorer publishes and checks anchors.
@@ -151,6 +153,23 @@ func (a *Anchorer) bestCheckpoint(ctx context.Context, name string) (*object.Tab
 func (a *Anchorer) AnchorNow(ctx context.Context) (*anchorv1.Receipt, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	r, err := a.anchorNow(ctx)
+	switch {
+	case err == nil:
+		a.cfg.Metrics.attempt("anchored")
+		a.cfg.Metrics.anchored(float64(r.GetAnchoredAt().AsTime().UnixNano()) / 1e9)
+	case errors.Is(err, ErrNothingToAnchor):
+		a.cfg.Metrics.attempt("nothing")
+	default:
+		a.cfg.Metrics.attempt("failed")
+	}
+	if p, perr := a.cfg.Store.Pending(); perr == nil {
+		a.cfg.Metrics.setPending(len(p))
+	}
+	return r, err
+}
+
+func (a *Anchorer) anchorNow(ctx context.Context) (*anchorv1.Receipt, error) {
 	a.commitPending(ctx)
 	tables, err := a.collect(ctx)
 	if err != nil {

@@ -67,6 +67,7 @@ func (a *Anchorer) Check(ctx context.Context, all bool) (*anchorv1.CheckAnchorsR
 	for _, r := range receipts {
 		for _, c := range a.checkReceipt(ctx, r, cache) {
 			resp.Checks = append(resp.Checks, c.check)
+			a.cfg.Metrics.checked(c.check.GetOk())
 			if !c.check.GetOk() {
 				resp.Ok = false
 				a.alert(r, c)

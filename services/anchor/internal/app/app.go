@@ -93,6 +93,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Optio
 	a := anchor.New(anchor.Config{
 		Log: log, Sink: snk, Store: st, Witnesses: wit, Policy: policy,
 		PolicySHA256: sha256.Sum256(policyText), Alerts: al, Interval: cfg.Interval, RecordTimeout: o.RecordTimeout,
+		Metrics: anchor.NewMetrics(srv.Registry()),
 	})
 	s := &Service{log: log, srv: srv, store: st, anchorer: a, alerts: al}
 	path, h := anchorv1connect.NewAnchorServiceHandler(&handler{anchorer: a}, srv.HandlerOptions()...)

@@ -222,6 +222,9 @@ func TestServesAndReportsReadiness(t *testing.T) {
 			}
 		})
 	}
+	if code, body := httpStatus(admin + "/metrics"); code != http.StatusOK || !strings.Contains(body, `witnz_anchor_attempts_total{result="nothing"}`) || !strings.Contains(body, "witnz_anchor_pending_receipts 0") {
+		t.Errorf("/metrics = %d, lacks the anchor attempts:\n%s", code, body)
+	}
 	verifier := anchorv1connect.NewAnchorServiceClient(mustTLS(t, dir, mtls.Service("verifier")).HTTPClient(), base)
 	if _, err := verifier.AnchorNow(t.Context(), connect.NewRequest(&anchorv1.AnchorNowRequest{})); connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "operator identity") {
 		t.Errorf("AnchorNow by the verifier = %v, want PermissionDenied naming the identity required", err)
