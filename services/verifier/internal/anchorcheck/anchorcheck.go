@@ -135,12 +135,18 @@ func (c *Checker) Check(ctx context.Context) Outcome {
 	}
 	c.failingSince, c.alerted = time.Time{}, false
 
-	out := Outcome{Checked: len(resp.Msg.GetChecks()) > 0, OK: resp.Msg.GetOk()}
-	if !out.Checked {
+	checks := resp.Msg.GetChecks()
+	out := Outcome{Checked: len(checks) > 0, OK: resp.Msg.GetOk()}
+	if !out.Checked && out.OK {
 		c.cfg.Log.Info("anchor check: nothing is anchored yet", "anchor", c.cfg.URL)
 		return out
 	}
-	for _, ch := range resp.Msg.GetChecks() {
+	if !out.Checked {
+		// Not ok, and no check says why: still a failed check.
+		out.Checked = true
+		checks = []*anchorv1.AnchorCheck{{Problem: "the anchor service reports the check failed without naming a table or object"}}
+	}
+	for _, ch := range checks {
 		if ch.GetOk() {
 			continue
 		}
@@ -152,7 +158,7 @@ func (c *Checker) Check(ctx context.Context) Outcome {
 			"version_id", ch.GetReceipt().GetVersionId(), "problem", ch.GetProblem(), "alert_id", al.GetAlertId())
 	}
 	if out.OK {
-		c.cfg.Log.Info("anchor check", "outcome", "ok", "checks", len(resp.Msg.GetChecks()))
+		c.cfg.Log.Info("anchor check", "outcome", "ok", "checks", len(checks))
 	}
 	c.raise(out.Alerts...)
 	return out

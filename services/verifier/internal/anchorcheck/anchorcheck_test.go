@@ -181,6 +181,14 @@ func TestCheck(t *testing.T) {
 		}
 	})
 
+	t.Run("not ok without a check is a failure", func(t *testing.T) {
+		fa.set(&anchorv1.CheckAnchorsResponse{Ok: false}, nil)
+		out := c.Check(t.Context())
+		if !out.Checked || out.OK || len(out.Alerts) != 1 || out.Alerts[0].GetSeverity() != alertv1.Severity_SEVERITY_CRITICAL {
+			t.Errorf("outcome %+v", out)
+		}
+	})
+
 	t.Run("missing object", func(t *testing.T) {
 		fa.set(&anchorv1.CheckAnchorsResponse{Ok: false, Checks: []*anchorv1.AnchorCheck{
 			{Receipt: receipt, Ok: false, Problem: "object not found in the bucket"},
