@@ -398,6 +398,10 @@ func TestVerifyCheckAnchor(t *testing.T) {
 		if _, _, err := run(t, e.env, "verify", "--check-anchor"); err == nil || !strings.Contains(err.Error(), "witnz anchor now") {
 			t.Errorf("nothing anchored: %v", err)
 		}
+		e.anchor.set(&anchorv1.CheckAnchorsResponse{Ok: false}, nil)
+		if _, _, err := run(t, e.env, "verify", "--check-anchor"); !errors.As(err, new(*AnchorProblemError)) {
+			t.Errorf("not ok without a check: %v, want AnchorProblemError", err)
+		}
 		if _, _, err := run(t, e.env, "verify", "--all"); err == nil || !strings.Contains(err.Error(), "--check-anchor") {
 			t.Errorf("--all alone: %v", err)
 		}
