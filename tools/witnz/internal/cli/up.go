@@ -36,7 +36,7 @@ func runUp(ctx context.Context, c *invocation) error {
 	fmt.Fprintf(w, "  psql %q -c \"INSERT INTO audit_log (actor, action) VALUES ('alice', 'login')\"\n", info.Postgres.DSN)
 	fmt.Fprintf(w, "  psql %q -c \"UPDATE audit_log SET action='x' WHERE id=1\"\n", info.Postgres.DSN)
 	fmt.Fprintf(w, "  bin/witnz alerts --stack %s\n", stackFile)
-	fmt.Fprintf(w, "Anchor the logs in %s and check them against it (also done every %s):\n", filepath.Join(info.Dir, "anchors"), stack.DefaultAnchorInterval)
+	fmt.Fprintf(w, "\nAnchor the logs in %s and check them against the anchors (also done every %s):\n", filepath.Join(info.Dir, "anchors"), stack.DefaultAnchorInterval)
 	fmt.Fprintf(w, "  bin/witnz anchor now --stack %s && bin/witnz verify --check-anchor --stack %s\n", stackFile, stackFile)
 	fmt.Fprintf(w, "  bin/witnz report --since %s --stack %s\n", time.Now().UTC().Format(time.DateOnly), stackFile)
 	fmt.Fprintf(w, "\nCtrl-C (or `witnz down`) stops the stack; its data stays in %s (`make clean-stack` removes it).\n", info.Dir)
