@@ -270,6 +270,9 @@ func (a *Anchorer) commitPending(ctx context.Context) {
 
 // permanent reports whether the witnesses refused a receipt for good.
 func permanent(err error) bool {
+	if witnesses.Rejected(err) {
+		return true
+	}
 	switch connect.CodeOf(err) {
 	case connect.CodePermissionDenied, connect.CodeInvalidArgument, connect.CodeNotFound:
 		return true

@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,12 +20,15 @@ import (
 	anchorv1 "github.com/witnz/witnz/libs/gen/witnz/anchor/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/anchor/v1/anchorv1connect"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
+	"github.com/witnz/witnz/libs/gen/witnz/witness/v1/witnessv1connect"
 	"github.com/witnz/witnz/libs/mtls"
 	"github.com/witnz/witnz/libs/pki"
+	"github.com/witnz/witnz/libs/rpcserver"
 	"github.com/witnz/witnz/libs/testenv"
 	"github.com/witnz/witnz/services/anchor/internal/app"
 	"github.com/witnz/witnz/services/anchor/internal/config"
 	"github.com/witnz/witnz/services/anchor/internal/object"
+	"github.com/witnz/witnz/services/anchor/internal/witnesses"
 )
 
 const (
@@ -155,6 +159,17 @@ func TestAnchorDirEndToEnd(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "RecordAnchor requires the identity spiffe://witnz/service/anchor") {
 		t.Fatalf("RecordAnchor by cdc-ingest = %v, want PermissionDenied naming the anchor identity", err)
 	}
+
+	// A receipt the logs do not support is rejected, and marked so.
+	bad := &witnessv1.AnchorReceipt{Sink: "dir", Key: "forged.json", Sha256: make([]byte, 32), AnchoredAtMicros: 1,
+		Checkpoints: []*witnessv1.AnchoredCheckpoint{{Table: audit, Size: 5, Root: make([]byte, 32)}}}
+	c.leaderCall(t, "RecordAnchor of a forged receipt to answer", func(cl witnessv1connect.WitnessServiceClient) error {
+		_, err := witnessv1connect.NewWitnessServiceClient(s.tls(t, mtls.Service("anchor")).HTTPClient(), nodeURL(c, cl), rpcserver.ClientOptions()...).RecordAnchor(t.Context(), connect.NewRequest(&witnessv1.RecordAnchorRequest{Receipt: bad}))
+		if witnesses.Rejected(err) && connect.CodeOf(err) == connect.CodeFailedPrecondition && strings.Contains(err.Error(), "this node's log has") {
+			return nil
+		}
+		return fmt.Errorf("RecordAnchor of a forged receipt = %v", err)
+	})
 
 	// The schedule anchors at start too (no receipt yet), so there may be
 	// two.
@@ -432,4 +447,14 @@ func TestAnchorPendingReceipt(t *testing.T) {
 	if res := a.check(t, true); !res.GetOk() {
 		t.Fatalf("check:\n%s", problems(res))
 	}
+}
+
+// nodeURL is the API URL of the node whose client is cl.
+func nodeURL(c *cluster, cl witnessv1connect.WitnessServiceClient) string {
+	for _, nd := range c.nodes {
+		if nd.client == cl {
+			return nd.api
+		}
+	}
+	return ""
 }

@@ -22,9 +22,20 @@ import (
 // CallTimeout bounds each call to a node.
 const CallTimeout = 10 * time.Second
 
-// LeaderHeader is the response header in which a follower names the
-// leader's API URL (services/witness/internal/api).
-const LeaderHeader = "witnz-leader"
+// Response headers of the witness API (services/witness/internal/api):
+// the leader's API URL in a follower's refusal, and the mark of a
+// RecordAnchor the state machine rejected.
+const (
+	LeaderHeader   = "witnz-leader"
+	RejectedHeader = "witnz-rejected"
+)
+
+// Rejected reports whether err is a RecordAnchor the witness state
+// machine rejected: the logs do not support the receipt.
+func Rejected(err error) bool {
+	var ce *connect.Error
+	return errors.As(err, &ce) && ce.Meta().Get(RejectedHeader) != ""
+}
 
 // Node is one witness node.
 type Node struct {
@@ -185,6 +196,8 @@ func (s *Set) RecordAnchor(ctx context.Context, receipt *witnessv1.AnchorReceipt
 		all = append(all, fmt.Errorf("%s: %w", u, err))
 		var ce *connect.Error
 		switch {
+		case Rejected(err):
+			return 0, err
 		case errors.As(err, &ce) && ce.Meta().Get(LeaderHeader) != "":
 			queue = append([]string{ce.Meta().Get(LeaderHeader)}, queue...)
 		case connect.CodeOf(err) == connect.CodePermissionDenied, connect.CodeOf(err) == connect.CodeInvalidArgument:

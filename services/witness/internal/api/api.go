@@ -551,10 +551,21 @@ func (s *Service) RecordAnchor(ctx context.Context, req *connect.Request[witness
 		return nil, proposeError(err)
 	}
 	if res.Err != nil {
-		return nil, s.rejected(res)
+		// Marked so the caller tells a receipt the logs refuse from a
+		// follower's answer, which has the same code.
+		rerr := s.rejected(res)
+		var ce *connect.Error
+		if errors.As(rerr, &ce) {
+			ce.Meta().Set(RejectedHeader, "true")
+		}
+		return nil, rerr
 	}
 	return connect.NewResponse(&witnessv1.RecordAnchorResponse{RaftIndex: index}), nil
 }
+
+// RejectedHeader marks the error of a RecordAnchor the state machine
+// rejected (and recorded as a rejection): sending it again cannot help.
+const RejectedHeader = "witnz-rejected"
 
 // ListAnchorReceipts returns the anchor receipts of this node's replica,
 // newest first.
