@@ -57,7 +57,7 @@ func (res *Result) Markdown() string {
 		fmt.Fprintf(&b, "\n## Notes\n\n%s", notes.String())
 	}
 	if len(res.GoBenchmarks) > 0 {
-		fmt.Fprintf(&b, "\n## `go test -bench` results behind B6\n\n| package | benchmark | ns/op | other |\n|---|---|---|---|\n")
+		fmt.Fprintf(&b, "\n## `go test -bench` results behind B4 and B6\n\n| package | benchmark | ns/op | other |\n|---|---|---|---|\n")
 		for _, g := range res.GoBenchmarks {
 			var other []string
 			for _, m := range g.Metrics {

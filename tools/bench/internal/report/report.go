@@ -110,7 +110,7 @@ type Result struct {
 	Seconds  float64   `json:"duration_seconds"`
 	Machine  Machine   `json:"machine"`
 	Rows     []Row     `json:"rows"`
-	// GoBenchmarks are the raw `go test -bench` results behind B6.
+	// GoBenchmarks are the raw `go test -bench` results behind B4 and B6.
 	GoBenchmarks []gobench.Result `json:"go_benchmarks,omitempty"`
 }
 

@@ -78,8 +78,7 @@ func runB4(ctx context.Context, e *Env) []report.Row {
 	if v, ok := res.Get("bytes/row"); ok {
 		scan.Notes = append(scan.Notes, fmt.Sprintf("%.0f bytes per row in the COPY stream", v))
 	}
-	rss.Notes = append(rss.Notes, "peak RSS (getrusage ru_maxrss) of a child process that connects, describes the table and scans it once with every core; the same scan and digest as a verification's first pass",
-		fmt.Sprintf("scan rate of %s", note))
+	rss.Notes = append(rss.Notes, "peak RSS (getrusage ru_maxrss) of a child process that connects, describes the table and scans it once with every core (the same scan and digest as a verification's first pass), in the BenchmarkB4 run of row B4")
 	rss.Samples = rows
 	return []report.Row{scan, rss}
 }
