@@ -507,7 +507,7 @@ func buildReport(ctx context.Context, tlsCfg *mtls.Config, src reportSources, p 
 		if len(runs.Msg.GetRuns()) >= reportFetchLimit && oldest.After(p.since) {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("%s: only the %d newest verifications were fetched; runs before %s are not listed", name, reportFetchLimit, oldest.Format(time.RFC3339)))
 		}
-		slices.SortStableFunc(t.Checkpoints, func(a, b ReportCheckpoint) int { return strings.Compare(b.Time, a.Time) })
+		slices.SortStableFunc(t.Checkpoints, func(a, b ReportCheckpoint) int { return parseTime(b.Time).Compare(parseTime(a.Time)) })
 		r.Tables = append(r.Tables, *t)
 	}
 
@@ -678,6 +678,12 @@ func connectMessage(err error) string {
 		return cerr.Message()
 	}
 	return err.Error()
+}
+
+// parseTime reads an RFC 3339 time of the report; zero when unset.
+func parseTime(s string) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, s)
+	return t
 }
 
 func minTime(a, b time.Time) time.Time {
