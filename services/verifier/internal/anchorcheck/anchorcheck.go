@@ -189,11 +189,12 @@ func (c *Checker) raise(alerts ...*alertv1.Alert) {
 }
 
 // CheckFailed is the CRITICAL alert of a failed check. Its id is derived
-// from the anchored object, the table and the problem, so the same
-// failure found on every round is one alert.
+// from the anchored object and the table, not from the problem's wording
+// (which names the current size, growing with the log), so a failure that
+// persists round after round is one alert.
 func CheckFailed(ch *anchorv1.AnchorCheck, now time.Time) *alertv1.Alert {
 	r := ch.GetReceipt()
-	id := alertID("witnz/alert/verifier/anchor-check/v1", r.GetSink(), r.GetBucket(), r.GetKey(), r.GetVersionId(), ch.GetTable(), ch.GetProblem())
+	id := alertID("witnz/alert/verifier/anchor-check/v1", r.GetSink(), r.GetBucket(), r.GetKey(), r.GetVersionId(), r.GetChecksumSha256(), ch.GetTable())
 	where := r.GetKey()
 	if r.GetBucket() != "" {
 		where = r.GetBucket() + "/" + where

@@ -173,8 +173,12 @@ func TestCheck(t *testing.T) {
 		if d["table"] != "public.audit_log" || d["version_id"] != "v7" || d["anchored_size"] != "1002" || d["current_size"] != "1302" {
 			t.Errorf("detail %v", d)
 		}
-		// The same failure on the next round is the same alert.
+		// The same failure on the next round is the same alert, though the
+		// log grew and the problem names another size.
 		clk.add(time.Minute)
+		fa.set(&anchorv1.CheckAnchorsResponse{Ok: false, Checks: []*anchorv1.AnchorCheck{
+			{Receipt: receipt, Table: "public.audit_log", Ok: false, AnchoredSize: 1002, CurrentSize: 1400, Problem: "the consistency proof from size 1002 to 1400 does not verify"},
+		}}, nil)
 		again := c.Check(t.Context())
 		if len(again.Alerts) != 1 || again.Alerts[0].GetAlertId() != al.GetAlertId() {
 			t.Errorf("second round alerts %v, want the same id %s", again.Alerts, al.GetAlertId())
