@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,7 +94,11 @@ func (a *Anchorer) collect(ctx context.Context) ([]object.Table, error) {
 	for _, name := range tables {
 		best, why := a.bestCheckpoint(ctx, name)
 		if best == nil {
-			a.log.Debug("table not anchored", "table", name, "reason", why)
+			if why == noCheckpointYet {
+				a.log.Debug("table not anchored", "table", name, "reason", why)
+			} else {
+				a.log.Warn("table not anchored", "table", name, "reason", why)
+			}
 			continue
 		}
 		out = append(out, *best)
@@ -141,12 +146,14 @@ func (a *Anchorer) bestCheckpoint(ctx context.Context, name string) (*object.Tab
 	}
 	if best == nil {
 		if len(why) == 0 {
-			return nil, "no cosigned checkpoint yet"
+			return nil, noCheckpointYet
 		}
-		return nil, fmt.Sprint(why)
+		return nil, strings.Join(why, "; ")
 	}
 	return best, ""
 }
+
+const noCheckpointYet = "no cosigned checkpoint yet"
 
 // AnchorNow anchors the latest cosigned checkpoint of every table and
 // returns the receipt.
