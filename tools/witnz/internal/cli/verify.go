@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 
@@ -27,20 +28,28 @@ const ExitTampered = 3
 type TamperedError struct {
 	// Tables maps each tampered table to its number of findings.
 	Tables map[string]int
+	// Integrity maps each table whose witness log failed integrity checks
+	// to the number of problems.
+	Integrity map[string]int
 }
 
 func (e *TamperedError) Error() string {
 	var parts []string
-	for _, t := range slices.Sorted(func(yield func(string) bool) {
-		for t := range e.Tables {
-			if !yield(t) {
-				return
-			}
-		}
-	}) {
+	for _, t := range slices.Sorted(maps.Keys(e.Tables)) {
 		parts = append(parts, fmt.Sprintf("%s (%d rows)", t, e.Tables[t]))
 	}
-	return "tampering found in " + strings.Join(parts, ", ") + ": the findings above name each row and its evidence bundle"
+	var logs []string
+	for _, t := range slices.Sorted(maps.Keys(e.Integrity)) {
+		logs = append(logs, fmt.Sprintf("%s (%d problems)", t, e.Integrity[t]))
+	}
+	var msg []string
+	if len(parts) > 0 {
+		msg = append(msg, "tampering found in "+strings.Join(parts, ", ")+": the findings above name each row and its evidence bundle")
+	}
+	if len(logs) > 0 {
+		msg = append(msg, "the witness log failed integrity checks for "+strings.Join(logs, ", ")+": the lines above name each witness and problem")
+	}
+	return strings.Join(msg, "; ")
 }
 
 // ExitCode is the process exit status for this error.
@@ -56,6 +65,9 @@ type VerifyResult struct {
 	DurationMS  uint64          `json:"duration_ms"`
 	OK          bool            `json:"ok"`
 	Findings    []VerifyFinding `json:"findings"`
+	// Integrity lists the log integrity checks the run failed; [] when
+	// every check passed.
+	Integrity []VerifyIntegrity `json:"integrity"`
 	// AnchorCheck is set by `witnz verify TABLE --check-anchor`: the
 	// anchors' check for the table.
 	AnchorCheck *AnchorCheckResult `json:"anchor_check,omitempty"`
@@ -153,7 +165,7 @@ func runVerify(ctx context.Context, c *invocation) error {
 
 	client := verifierv1connect.NewVerifierServiceClient(tlsCfg.HTTPClient(), url, rpcserver.ClientOptions()...)
 	var results []VerifyResult
-	tampered := map[string]int{}
+	tampered, integrity := map[string]int{}, map[string]int{}
 	var failed []string
 	for _, table := range tables {
 		resp, err := client.Verify(ctx, connect.NewRequest(&verifierv1.VerifyRequest{Table: table}))
@@ -172,7 +184,12 @@ func runVerify(ctx context.Context, c *invocation) error {
 		r := verifyResult(resp.Msg)
 		results = append(results, r)
 		if !r.OK {
-			tampered[table] = len(r.Findings)
+			if len(r.Findings) > 0 || len(r.Integrity) == 0 {
+				tampered[table] = len(r.Findings)
+			}
+			if len(r.Integrity) > 0 {
+				integrity[table] = len(r.Integrity)
+			}
 		}
 		if !f.json {
 			printVerify(c.stdout, resp.Msg)
@@ -197,11 +214,11 @@ func runVerify(ctx context.Context, c *invocation) error {
 		}
 	}
 	switch {
-	case len(tampered) > 0:
+	case len(tampered) > 0 || len(integrity) > 0:
 		if anchorErr != nil {
 			fmt.Fprintf(c.stderr, "witnz: %v\n", anchorErr)
 		}
-		return &TamperedError{Tables: tampered}
+		return &TamperedError{Tables: tampered, Integrity: integrity}
 	case anchorErr != nil:
 		return anchorErr
 	case len(failed) > 0:
@@ -210,11 +227,30 @@ func runVerify(ctx context.Context, c *invocation) error {
 	return nil
 }
 
+// VerifyIntegrity is one failed log integrity check.
+type VerifyIntegrity struct {
+	// Witness is the node id at fault, "" when the problem is the
+	// cluster's (no majority); WitnessURL its configured API URL.
+	Witness    string `json:"witness"`
+	WitnessURL string `json:"witness_url"`
+	// Kind is root_mismatch, inconsistent, no_majority, checkpoint_policy,
+	// checkpoint_root, checkpoint_stale, checkpoint_fork or
+	// checkpoint_missing.
+	Kind    string `json:"kind"`
+	Size    uint64 `json:"size"`
+	Problem string `json:"problem"`
+}
+
 // verifyResult is the JSON contract's view of a run.
 func verifyResult(m *verifierv1.VerifyResponse) VerifyResult {
 	r := VerifyResult{
 		Table: m.GetTable(), SnapshotLSN: m.GetSnapshotLsn(), LogSize: m.GetLogSize(), RowsScanned: m.GetRowsScanned(),
-		DurationMS: m.GetDurationMs(), OK: m.GetOk(), Findings: []VerifyFinding{},
+		DurationMS: m.GetDurationMs(), OK: m.GetOk(), Findings: []VerifyFinding{}, Integrity: []VerifyIntegrity{},
+	}
+	for _, p := range m.GetIntegrity() {
+		r.Integrity = append(r.Integrity, VerifyIntegrity{
+			Witness: p.GetWitness(), WitnessURL: p.GetWitnessUrl(), Kind: integrityName(p.GetKind()), Size: p.GetSize(), Problem: p.GetProblem(),
+		})
 	}
 	for _, f := range m.GetFindings() {
 		vf := VerifyFinding{Kind: kindName(f.GetKind()), Key: f.GetKey(), WitnessEntry: f.WitnessEntry, EvidencePath: f.GetEvidencePath()}
@@ -224,6 +260,10 @@ func verifyResult(m *verifierv1.VerifyResponse) VerifyResult {
 		r.Findings = append(r.Findings, vf)
 	}
 	return r
+}
+
+func integrityName(k verifierv1.IntegrityKind) string {
+	return strings.ToLower(strings.TrimPrefix(k.String(), "INTEGRITY_KIND_"))
 }
 
 func kindName(k verifierv1.FindingKind) string {
@@ -243,6 +283,9 @@ func printVerify(w io.Writer, m *verifierv1.VerifyResponse) {
 	if m.GetOk() {
 		fmt.Fprintf(w, "%s: OK, %d rows match the witness log (size %d) at snapshot %s (%d ms)\n",
 			m.GetTable(), m.GetRowsScanned(), m.GetLogSize(), m.GetSnapshotLsn(), m.GetDurationMs())
+	} else if len(m.GetFindings()) == 0 && len(m.GetIntegrity()) > 0 {
+		fmt.Fprintf(w, "%s: LOG INTEGRITY FAILED, %d problems with the witness log; %d rows match it (log size %d, snapshot %s; %d ms)\n",
+			m.GetTable(), len(m.GetIntegrity()), m.GetRowsScanned(), m.GetLogSize(), m.GetSnapshotLsn(), m.GetDurationMs())
 	} else {
 		more := ""
 		if m.GetFindingsTruncated() {
@@ -271,6 +314,9 @@ func printVerify(w io.Writer, m *verifierv1.VerifyResponse) {
 		if f.GetEvidencePath() != "" {
 			fmt.Fprintf(w, "           evidence: %s\n", f.GetEvidencePath())
 		}
+	}
+	for _, p := range m.GetIntegrity() {
+		fmt.Fprintf(w, "  integrity %s: %s\n", integrityName(p.GetKind()), p.GetProblem())
 	}
 	for _, warn := range m.GetWarnings() {
 		fmt.Fprintf(w, "  warning: %s\n", warn)

@@ -144,6 +144,7 @@ func TestVerifyCommand(t *testing.T) {
 				map[string]any{"kind": "deleted", "key": map[string]any{}, "witness_entry": 0.0, "evidence_path": "/ev/2.json"},
 				map[string]any{"kind": "phantom", "key": map[string]any{"tenant": "a", "n": "1"}, "witness_entry": nil, "evidence_path": "/ev/3.json"},
 			},
+			"integrity": []any{},
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("witnz verify --json (-want +got):\n%s", diff)
