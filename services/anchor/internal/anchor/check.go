@@ -324,7 +324,9 @@ func (a *Anchorer) consistencyProof(ctx context.Context, url, table string, from
 	return nil, fmt.Errorf("unknown witness %s", url)
 }
 
-// alert raises the alert for a failed check.
+// alert raises the alert for a failed check. Its id names the finding's
+// type, object and table, not its wording (which holds the current log
+// size): a finding that persists across checks is one alert.
 func (a *Anchorer) alert(r *anchorv1.Receipt, res result) {
 	typ, sev := alerts.TypeCheckFailed, alertv1.Severity_SEVERITY_HIGH
 	switch res.kind {
@@ -337,5 +339,5 @@ func (a *Anchorer) alert(r *anchorv1.Receipt, res result) {
 	a.cfg.Alerts.Raise(a.log, alerts.Alert(typ, sev, c.GetTable(), c.GetProblem(), map[string]any{
 		"key": r.GetKey(), "version_id": r.GetVersionId(), "sink": r.GetSink(), "bucket": r.GetBucket(),
 		"anchored_size": fmt.Sprint(c.GetAnchoredSize()), "problem": c.GetProblem(),
-	}, r.GetKey(), r.GetVersionId(), c.GetProblem()))
+	}, r.GetKey(), r.GetVersionId()))
 }
