@@ -91,6 +91,12 @@ func (d *Digest) BucketOf(key commitment.Commitment) uint32 {
 	return binary.BigEndian.Uint32(key[:4]) >> d.shift
 }
 
+// BucketIndex is BucketOf for a digest of the given (power of two) bucket
+// count, for code that routes keys without holding a digest.
+func BucketIndex(key commitment.Commitment, buckets uint32) uint32 {
+	return binary.BigEndian.Uint32(key[:4]) >> (32 - bits.TrailingZeros32(buckets))
+}
+
 // Add adds the row (key, data).
 func (d *Digest) Add(key, data commitment.Commitment) {
 	i := d.BucketOf(key)

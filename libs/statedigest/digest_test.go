@@ -347,3 +347,18 @@ func TestConcurrentReaders(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestBucketIndexMatchesBucketOf(t *testing.T) {
+	for _, n := range []int{1, 2, 1024, 65536} {
+		d, err := New(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 200 {
+			k := commitment.Commitment(sha256.Sum256([]byte{byte(i), byte(i >> 8)}))
+			if got, want := BucketIndex(k, uint32(n)), d.BucketOf(k); got != want {
+				t.Fatalf("%d buckets, key %x: BucketIndex %d, BucketOf %d", n, k[:4], got, want)
+			}
+		}
+	}
+}

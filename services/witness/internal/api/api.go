@@ -5,10 +5,8 @@ package api
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/bits"
 	"time"
 
 	"connectrpc.com/connect"
@@ -18,6 +16,7 @@ import (
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/witness/v1/witnessv1connect"
 	"github.com/witnz/witnz/libs/mtls"
+	"github.com/witnz/witnz/libs/statedigest"
 	"github.com/witnz/witnz/services/witness/internal/fsm"
 	"github.com/witnz/witnz/services/witness/internal/node"
 )
@@ -323,8 +322,8 @@ func (s *Service) GetEntries(ctx context.Context, req *connect.Request[witnessv1
 // bucketFilter keeps the entries of some state-digest buckets of a table,
 // and every entry without a key commitment (table-level operations).
 type bucketFilter struct {
-	shift uint
-	want  []bool
+	buckets uint32
+	want    []bool
 }
 
 // newBucketFilter returns nil (no filter) for an empty bucket list.
@@ -336,7 +335,7 @@ func newBucketFilter(info fsm.TableInfo, buckets []uint32) (*bucketFilter, error
 	if n == 0 {
 		n = fsm.DefaultBuckets
 	}
-	f := &bucketFilter{shift: 32 - uint(bits.TrailingZeros32(n)), want: make([]bool, n)}
+	f := &bucketFilter{buckets: n, want: make([]bool, n)}
 	for _, b := range buckets {
 		if b >= n {
 			return nil, fmt.Errorf("bucket %d is not below the %d buckets of %s", b, n, info.Name)
@@ -360,7 +359,7 @@ func (f *bucketFilter) keeps(v *fsm.View, seq uint64) (bool, error) {
 	if e.KeyCommit == nil {
 		return true, nil
 	}
-	return f.want[binary.BigEndian.Uint32(e.KeyCommit[:4])>>f.shift], nil
+	return f.want[statedigest.BucketIndex(*e.KeyCommit, f.buckets)], nil
 }
 
 func loggedEntry(v *fsm.View, seq uint64) (*witnessv1.LoggedEntry, error) {
