@@ -90,6 +90,7 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	svc := api.New(n, cfg.IngestIdentity, srv.Stopping())
+	svc.SetAnchorIdentity(cfg.AnchorIdentity)
 	svc.SetCosignerKey(cs.verifierKey())
 	if cs.alerts != nil {
 		svc.SetRejectionHook(func(r *witnessv1.Rejection) { cs.alerts.Raise(cosign.RejectionAlert(cfg.Cosign.Cluster, r)) })

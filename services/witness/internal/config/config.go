@@ -23,6 +23,9 @@ const (
 	DefaultListen         = "127.0.0.1:7010"
 	DefaultRaftListen     = "127.0.0.1:7011"
 	DefaultIngestIdentity = "cdc-ingest"
+	// DefaultAnchorIdentity is the service allowed to record anchor
+	// receipts.
+	DefaultAnchorIdentity = "anchor"
 )
 
 // ErrHelp is returned by Parse for -h and --help.
@@ -82,6 +85,9 @@ type Config struct {
 	// IngestIdentity is the service name (spiffe://witnz/service/<name>)
 	// allowed to call Append and RegisterTable.
 	IngestIdentity string
+	// AnchorIdentity is the service name (spiffe://witnz/service/<name>)
+	// allowed to record anchor receipts.
+	AnchorIdentity string
 
 	// Raft tunes Raft timing; not exposed as flags yet.
 	Raft RaftTuning
@@ -95,7 +101,7 @@ type Config struct {
 
 const usage = `usage: witness --node-id ID --data-dir DIR --peer ID=RAFT_ADDR,API_ADDR [--peer ...] --tls-cert FILE --tls-key FILE --tls-ca FILE
                [--listen HOST:PORT] [--raft-listen HOST:PORT] [--raft-advertise HOST:PORT] [--api-advertise https://HOST:PORT]
-               [--bootstrap] [--ingest-identity NAME] [--admin-listen HOST:PORT] [--log-level LEVEL] [--log-format json|text]
+               [--bootstrap] [--ingest-identity NAME] [--anchor-identity NAME] [--admin-listen HOST:PORT] [--log-level LEVEL] [--log-format json|text]
                [--cluster NAME] [--cosign-key FILE --policy FILE [--log-key FILE]] [--checkpoint-interval DURATION]
                [--alert https://HOST:PORT] [--witness-log FILE ...]
 `
@@ -140,6 +146,7 @@ func newFlagSet(c *Config, peers *[]string, bootstrap, checkpointInterval *strin
 	str(&c.RaftAdvertise, "raft-advertise", "WITNZ_RAFT_ADVERTISE", "", "host:port other nodes dial for Raft (default --raft-listen)")
 	str(&c.APIAdvertise, "api-advertise", "WITNZ_API_ADVERTISE", "", "https://host:port clients reach this node's API on (default --listen)")
 	str(&c.IngestIdentity, "ingest-identity", "WITNZ_INGEST_IDENTITY", DefaultIngestIdentity, "service name allowed to Append and RegisterTable (spiffe://witnz/service/<name>)")
+	str(&c.AnchorIdentity, "anchor-identity", "WITNZ_ANCHOR_IDENTITY", DefaultAnchorIdentity, "service name allowed to record anchor receipts (spiffe://witnz/service/<name>)")
 	str(bootstrap, "bootstrap", "WITNZ_BOOTSTRAP", "false", "bootstrap the cluster from the --peer list if this node has no Raft state yet")
 	// The first --peer replaces WITNZ_PEERS.
 	svcconfig.ListVarSep(fs, getenv, peers, "peer", "WITNZ_PEERS", ";", "ID=RAFT_ADDR,API_ADDR of a voter, repeated for every voter including this node (env WITNZ_PEERS as ID=RAFT,API;ID=RAFT,API)")
@@ -309,6 +316,9 @@ func (c Config) Validate() error {
 	}
 	if c.IngestIdentity == "" || strings.Contains(c.IngestIdentity, "/") {
 		return fmt.Errorf("--ingest-identity %q must be a service name such as %s (the identity spiffe://witnz/service/<name>)", c.IngestIdentity, DefaultIngestIdentity)
+	}
+	if c.AnchorIdentity == "" || strings.Contains(c.AnchorIdentity, "/") {
+		return fmt.Errorf("--anchor-identity %q must be a service name such as %s (the identity spiffe://witnz/service/<name>)", c.AnchorIdentity, DefaultAnchorIdentity)
 	}
 	if len(c.Peers) == 0 {
 		return fmt.Errorf("--peer is required: list every voter including this node, e.g. --peer %s=%s,%s", c.NodeID, c.RaftAdvertise, c.APIAdvertise)

@@ -33,6 +33,7 @@ func TestParseDefaults(t *testing.T) {
 		RaftAdvertise:  "10.0.0.1:7011",
 		APIAdvertise:   "https://10.0.0.1:7010",
 		IngestIdentity: "cdc-ingest",
+		AnchorIdentity: "anchor",
 		Peers: []Peer{
 			{ID: "w1", RaftAddr: "10.0.0.1:7011", APIAddr: "https://10.0.0.1:7010"},
 			{ID: "w2", RaftAddr: "10.0.0.2:7011", APIAddr: "https://10.0.0.2:7010"},
