@@ -7,9 +7,12 @@ import (
 
 // TestFlagHelpOnce: `witnz CMD -h` prints its usage once and succeeds.
 func TestFlagHelpOnce(t *testing.T) {
+	if _, _, err := run(t, noEnv, "up", "--anchor-interval", "10ms"); err == nil || !strings.Contains(err.Error(), "--anchor-interval") {
+		t.Errorf("witnz up --anchor-interval 10ms: %v", err)
+	}
 	for _, args := range [][]string{
 		{"status", "-h"}, {"verify", "-h"}, {"anchor", "now", "-h"}, {"anchor", "list", "--help"},
-		{"report", "-h"}, {"proof", "verify", "-h"}, {"alerts", "-h"},
+		{"report", "-h"}, {"proof", "verify", "-h"}, {"alerts", "-h"}, {"up", "-h"},
 	} {
 		out, _, err := run(t, noEnv, args...)
 		if err != nil || strings.Count(out, "Usage: witnz ") != 1 {

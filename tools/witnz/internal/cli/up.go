@@ -11,16 +11,20 @@ import (
 )
 
 func runUp(ctx context.Context, c *invocation) error {
-	fs := c.flagSet("up", "[--dir .witnz] [--bin DIR]")
+	fs := c.flagSet("up", "[--dir .witnz] [--bin DIR] [--anchor-interval 60s]")
 	dir := fs.String("dir", ".witnz", "stack directory: PKI, key, PostgreSQL and witness data, logs, stack.json")
 	bin := fs.String("bin", "", "directory of the service binaries (default: next to witnz, else bin/ at the repository root)")
+	anchorEvery := fs.Duration("anchor-interval", stack.DefaultAnchorInterval, "how often the anchor service anchors every table's checkpoint, and the verifier checks the logs against the anchors")
 	if err := parse(fs, c.args); err != nil {
 		return err
+	}
+	if *anchorEvery < time.Second {
+		return fmt.Errorf("--anchor-interval %s: want at least 1s, e.g. 60s or 24h", *anchorEvery)
 	}
 	if *bin == "" {
 		*bin = defaultBinDir()
 	}
-	st, err := stack.Start(ctx, stack.Config{Dir: *dir, BinDir: *bin, Out: c.stdout})
+	st, err := stack.Start(ctx, stack.Config{Dir: *dir, BinDir: *bin, Out: c.stdout, AnchorInterval: *anchorEvery, AnchorCheckInterval: *anchorEvery})
 	if err != nil {
 		return err
 	}
@@ -36,7 +40,7 @@ func runUp(ctx context.Context, c *invocation) error {
 	fmt.Fprintf(w, "  psql %q -c \"INSERT INTO audit_log (actor, action) VALUES ('alice', 'login')\"\n", info.Postgres.DSN)
 	fmt.Fprintf(w, "  psql %q -c \"UPDATE audit_log SET action='x' WHERE id=1\"\n", info.Postgres.DSN)
 	fmt.Fprintf(w, "  bin/witnz alerts --stack %s\n", stackFile)
-	fmt.Fprintf(w, "\nAnchor the logs in %s and check them against the anchors (also done every %s):\n", filepath.Join(info.Dir, "anchors"), stack.DefaultAnchorInterval)
+	fmt.Fprintf(w, "\nAnchor the logs in %s and check them against the anchors (also done every %s):\n", filepath.Join(info.Dir, "anchors"), *anchorEvery)
 	fmt.Fprintf(w, "  bin/witnz anchor now --stack %s && bin/witnz verify --check-anchor --stack %s\n", stackFile, stackFile)
 	fmt.Fprintf(w, "  bin/witnz report --since %s --stack %s\n", time.Now().UTC().Format(time.DateOnly), stackFile)
 	fmt.Fprintf(w, "\nCtrl-C (or `witnz down`) stops the stack; its data stays in %s (`make clean-stack` removes it).\n", info.Dir)
