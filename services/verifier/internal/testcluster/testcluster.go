@@ -109,7 +109,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 	c.KeyFile = filepath.Join(c.dir, "commit.key")
 	mustWrite(t, c.KeyFile, c.KeyHex+"\n", 0o600)
 
-	ids := []mtls.Identity{mtls.Service("verifier"), mtls.Service("cdc-ingest"), mtls.Service("alert"), mtls.Service("gateway"), Operator, {Kind: mtls.KindAgent, Name: "host1"}}
+	ids := []mtls.Identity{mtls.Service("verifier"), mtls.Service("cdc-ingest"), mtls.Service("alert"), mtls.Service("gateway"), mtls.Service("anchor"), Operator, {Kind: mtls.KindAgent, Name: "host1"}}
 	for i := range opts.Witnesses {
 		c.WitnessIDs = append(c.WitnessIDs, fmt.Sprintf("w%d", i+1))
 		ids = append(ids, mtls.Witness(c.WitnessIDs[i]))

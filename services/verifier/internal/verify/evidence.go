@@ -122,6 +122,11 @@ func (w *bundleWriter) write(ctx context.Context, n int, f *Finding) error {
 		Checkpoint: note,
 		Finding:    &evidence.Finding{Type: f.Kind.findingType(), Message: f.Message},
 	}
+	if cp != nil {
+		if b.Anchor, err = w.anchorFor(ctx, seq, cp); err != nil {
+			return err
+		}
+	}
 	if f.Entry == nil {
 		b.Finding.Message += fmt.Sprintf(" (this bundle proves the log's entry %d, the latest its checkpoint holds, not the row's absence: proving absence needs a state-digest proof)", seq)
 	}
@@ -149,6 +154,57 @@ func (w *bundleWriter) write(ctx context.Context, n int, f *Finding) error {
 	}
 	f.EvidencePath = path
 	return nil
+}
+
+// anchorFor returns the newest anchor receipt whose checkpoint of the
+// table covers the entry at seq, with the consistency proof between the
+// anchored checkpoint and cp (Verify checks it); nil when nothing anchored
+// covers the entry yet or the witnesses keep no receipts.
+func (w *bundleWriter) anchorFor(ctx context.Context, seq uint64, cp *witnessv1.GetCheckpointResponse) (*evidence.AnchorReceipt, error) {
+	resp, err := w.lv.client.ListAnchorReceipts(ctx, connect.NewRequest(&witnessv1.ListAnchorReceiptsRequest{Table: w.table, MinSize: seq + 1, Limit: 1}))
+	switch code := connect.CodeOf(err); {
+	case err == nil:
+	case code == connect.CodeUnimplemented || code == connect.CodeNotFound:
+		return nil, nil
+	default:
+		return nil, witnessError("ListAnchorReceipts", w.lv.url, err)
+	}
+	if len(resp.Msg.GetReceipts()) == 0 {
+		return nil, nil
+	}
+	r := resp.Msg.GetReceipts()[0]
+	var anchored *witnessv1.AnchoredCheckpoint
+	for _, c := range r.GetCheckpoints() {
+		if c.GetTable() == w.table {
+			anchored = c
+		}
+	}
+	if anchored == nil {
+		return nil, fmt.Errorf("%w: %s: anchor receipt %s (raft index %d) was listed for %s but holds no checkpoint of it", ErrWitness, w.lv.url, r.GetKey(), r.GetRaftIndex(), w.table)
+	}
+	a := &evidence.AnchorReceipt{
+		Sink: r.GetSink(), Bucket: r.GetBucket(), Key: r.GetKey(), VersionID: r.GetVersionId(),
+		ChecksumSHA256:   fmt.Sprintf("%x", r.GetSha256()),
+		AnchoredAt:       time.UnixMicro(r.GetAnchoredAtMicros()).UTC().Format(time.RFC3339),
+		WitnessRaftIndex: r.GetRaftIndex(),
+		Size:             anchored.GetSize(),
+		Root:             evidence.Bytes(anchored.GetRoot()),
+		Proof:            []evidence.Bytes{},
+	}
+	if r.GetRetainUntilMicros() != 0 {
+		a.RetainUntil = time.UnixMicro(r.GetRetainUntilMicros()).UTC().Format(time.RFC3339)
+	}
+	from, to := min(a.Size, cp.GetSize()), max(a.Size, cp.GetSize())
+	if from != to {
+		p, err := w.lv.client.GetConsistencyProof(ctx, connect.NewRequest(&witnessv1.GetConsistencyProofRequest{Table: w.table, FromSize: from, ToSize: to}))
+		if err != nil {
+			return nil, witnessError("GetConsistencyProof", w.lv.url, err)
+		}
+		for _, h := range p.Msg.GetProof() {
+			a.Proof = append(a.Proof, evidence.Bytes(h))
+		}
+	}
+	return a, nil
 }
 
 // safeName keeps a table name usable as a directory name.

@@ -22,6 +22,7 @@ import (
 	ingestv1 "github.com/witnz/witnz/libs/gen/witnz/ingest/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/ingest/v1/ingestv1connect"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
+	"github.com/witnz/witnz/libs/gen/witnz/witness/v1/witnessv1connect"
 	"github.com/witnz/witnz/libs/mtls"
 	"github.com/witnz/witnz/libs/rpcserver"
 	"github.com/witnz/witnz/libs/statedigest"
@@ -44,7 +45,7 @@ INSERT INTO public.%[1]s (id, actor, action, detail)
 	FROM generate_series(1, 200) g;
 `
 
-var auditTables = []string{"t_clean", "t_update", "t_replica", "t_delete", "t_pub", "t_bypass", "t_accept", "t_trunc", "t_load", "t_perm"}
+var auditTables = []string{"t_clean", "t_update", "t_anchored", "t_replica", "t_delete", "t_pub", "t_bypass", "t_accept", "t_trunc", "t_load", "t_perm"}
 
 const otherDDL = `
 CREATE TABLE public.composite (
@@ -133,6 +134,52 @@ func TestVerify(t *testing.T) {
 		}
 		checkBundle(t, c, f)
 		waitAlert(t, c, "cdc.update_on_append_only")
+	})
+
+	t.Run("evidence carries the anchor receipt covering the entry", func(t *testing.T) {
+		// What the anchor service records after writing the table's
+		// cosigned checkpoint to write-once storage.
+		w := c.Witness(t, 0)
+		var cp *witnessv1.GetCheckpointResponse
+		deadline := time.Now().Add(30 * time.Second)
+		for cp == nil {
+			resp, err := w.GetCheckpoint(t.Context(), connect.NewRequest(&witnessv1.GetCheckpointRequest{Table: "public.t_anchored"}))
+			if err == nil && resp.Msg.GetSize() >= 200 {
+				cp = resp.Msg
+			} else if time.Now().After(deadline) {
+				t.Fatalf("no cosigned checkpoint of public.t_anchored covering the baseline: %v", err)
+			} else {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		receipt := &witnessv1.AnchorReceipt{
+			Sink: "dir", Bucket: "/anchors", Key: "2026/11/22/anchor-test.json", Sha256: make([]byte, 32), AnchoredAtMicros: time.Now().UnixMicro(),
+			Checkpoints: []*witnessv1.AnchoredCheckpoint{{Table: "public.t_anchored", Size: cp.GetSize(), Root: cp.GetRoot()}},
+		}
+		httpc := c.TLS(t, mtls.Service("anchor")).HTTPClient()
+		var errs []error
+		for _, url := range c.WitnessURLs { // the leader takes it
+			anchor := witnessv1connect.NewWitnessServiceClient(httpc, url, rpcserver.ClientOptions()...)
+			_, err := anchor.RecordAnchor(t.Context(), connect.NewRequest(&witnessv1.RecordAnchorRequest{Receipt: receipt}))
+			if err == nil {
+				errs = nil
+				break
+			}
+			errs = append(errs, err)
+		}
+		if errs != nil {
+			t.Fatalf("RecordAnchor: %v", errs)
+		}
+		c.Exec(t, `UPDATE public.t_anchored SET action = 'tampered' WHERE id = 7`)
+		res := mustVerify(t, v, "public.t_anchored")
+		f := only(t, res, verify.Modified)
+		r := checkBundle(t, c, f)
+		if r.Anchor == nil || r.Anchor.Key != receipt.Key || r.AnchorProven == nil {
+			t.Fatalf("bundle %s carries anchor %+v, proven %+v; want the recorded receipt, proven", f.EvidencePath, r.Anchor, r.AnchorProven)
+		}
+		if !r.AnchorProven.Covers || r.AnchorProven.Size != cp.GetSize() {
+			t.Errorf("anchor proven %+v: want it to cover entry %d at size %d", r.AnchorProven, deref(f.Entry), cp.GetSize())
+		}
 	})
 
 	t.Run("UPDATE with session_replication_role replica", func(t *testing.T) {
