@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,20 +12,31 @@ import (
 )
 
 func runUp(ctx context.Context, c *invocation) error {
-	fs := c.flagSet("up", "[--dir .witnz] [--bin DIR] [--anchor-interval 60s]")
+	fs := c.flagSet("up", "[--dir .witnz] [--bin DIR] [--anchor-interval 60s] [--anchor-s3-bucket B [--anchor-s3-endpoint URL] [--anchor-s3-path-style] [--anchor-s3-region R]]")
 	dir := fs.String("dir", ".witnz", "stack directory: PKI, key, PostgreSQL and witness data, logs, stack.json")
 	bin := fs.String("bin", "", "directory of the service binaries (default: next to witnz, else bin/ at the repository root)")
 	anchorEvery := fs.Duration("anchor-interval", stack.DefaultAnchorInterval, "how often the anchor service anchors every table's checkpoint, and the verifier checks the logs against the anchors")
+	s3 := &stack.S3Sink{}
+	fs.StringVar(&s3.Bucket, "anchor-s3-bucket", "", "anchor to this S3 bucket (created with Object Lock enabled) instead of the directory <dir>/anchors; credentials from the standard AWS environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...)")
+	fs.StringVar(&s3.Endpoint, "anchor-s3-endpoint", "", "base URL of an S3-compatible store, e.g. http://127.0.0.1:9000 (default: AWS)")
+	fs.BoolVar(&s3.PathStyle, "anchor-s3-path-style", false, "address the bucket as endpoint/bucket (most S3-compatible stores need it)")
+	fs.StringVar(&s3.Region, "anchor-s3-region", "", "region of the bucket (default: the anchor service's, us-east-1)")
 	if err := parse(fs, c.args); err != nil {
 		return err
 	}
 	if *anchorEvery < time.Second {
 		return fmt.Errorf("--anchor-interval %s: want at least 1s, e.g. 60s or 24h", *anchorEvery)
 	}
+	if s3.Bucket == "" && (s3.Endpoint != "" || s3.PathStyle || s3.Region != "") {
+		return errors.New("--anchor-s3-endpoint, --anchor-s3-path-style and --anchor-s3-region go with --anchor-s3-bucket: name the bucket (created with Object Lock enabled)")
+	}
+	if s3.Bucket == "" {
+		s3 = nil
+	}
 	if *bin == "" {
 		*bin = defaultBinDir()
 	}
-	st, err := stack.Start(ctx, stack.Config{Dir: *dir, BinDir: *bin, Out: c.stdout, AnchorInterval: *anchorEvery, AnchorCheckInterval: *anchorEvery})
+	st, err := stack.Start(ctx, stack.Config{Dir: *dir, BinDir: *bin, Out: c.stdout, AnchorInterval: *anchorEvery, AnchorCheckInterval: *anchorEvery, AnchorS3: s3})
 	if err != nil {
 		return err
 	}
@@ -40,7 +52,11 @@ func runUp(ctx context.Context, c *invocation) error {
 	fmt.Fprintf(w, "  psql %q -c \"INSERT INTO audit_log (actor, action) VALUES ('alice', 'login')\"\n", info.Postgres.DSN)
 	fmt.Fprintf(w, "  psql %q -c \"UPDATE audit_log SET action='x' WHERE id=1\"\n", info.Postgres.DSN)
 	fmt.Fprintf(w, "  bin/witnz alerts --stack %s\n", stackFile)
-	fmt.Fprintf(w, "\nAnchor the logs in %s and check them against the anchors (also done every %s):\n", filepath.Join(info.Dir, "anchors"), *anchorEvery)
+	where := filepath.Join(info.Dir, "anchors")
+	if s3 != nil {
+		where = "s3://" + s3.Bucket
+	}
+	fmt.Fprintf(w, "\nAnchor the logs in %s and check them against the anchors (also done every %s):\n", where, *anchorEvery)
 	fmt.Fprintf(w, "  bin/witnz anchor now --stack %s && bin/witnz verify --check-anchor --stack %s\n", stackFile, stackFile)
 	fmt.Fprintf(w, "  bin/witnz report --since %s --stack %s\n", time.Now().UTC().Format(time.DateOnly), stackFile)
 	fmt.Fprintf(w, "\nCtrl-C (or `witnz down`) stops the stack; its data stays in %s (`make clean-stack` removes it).\n", info.Dir)

@@ -56,6 +56,49 @@ type Config struct {
 	// checks the logs against the anchors; zero means
 	// DefaultAnchorInterval.
 	AnchorInterval, AnchorCheckInterval time.Duration
+	// AnchorS3, when set, makes the anchor service write to an S3 bucket
+	// with Object Lock instead of the directory sink <dir>/anchors.
+	AnchorS3 *S3Sink
+}
+
+// S3Sink is an S3 (or S3-compatible) bucket with Object Lock enabled.
+type S3Sink struct {
+	// Endpoint is the store's base URL (empty: AWS); PathStyle addresses
+	// the bucket as endpoint/bucket, as most S3-compatible stores need.
+	Endpoint  string
+	PathStyle bool
+	Bucket    string
+	Region    string
+	// AccessKeyID and SecretAccessKey are the credentials (empty: the
+	// standard AWS chain of the supervisor's environment). The secret is
+	// given to the anchor service in its environment, not its arguments.
+	AccessKeyID, SecretAccessKey string
+	// Retain is each object's COMPLIANCE retention; zero means the anchor
+	// service's default.
+	Retain time.Duration
+}
+
+// args are the anchor service's flags for the sink, and env its
+// environment additions.
+func (s *S3Sink) args() (args, env []string) {
+	args = []string{"--sink", "s3", "--s3-bucket", s.Bucket}
+	if s.Endpoint != "" {
+		args = append(args, "--s3-endpoint", s.Endpoint)
+	}
+	if s.PathStyle {
+		args = append(args, "--s3-path-style=true")
+	}
+	if s.Region != "" {
+		args = append(args, "--s3-region", s.Region)
+	}
+	if s.Retain > 0 {
+		args = append(args, "--s3-retain", s.Retain.String())
+	}
+	if s.AccessKeyID != "" {
+		args = append(args, "--s3-access-key-id", s.AccessKeyID)
+		env = append(env, "WITNZ_S3_SECRET_ACCESS_KEY="+s.SecretAccessKey)
+	}
+	return args, env
 }
 
 // DefaultAnchorInterval is the local stack's anchor interval: short, so
@@ -255,6 +298,10 @@ func (s *Stack) startWitnesses(ctx context.Context, pkiDir string, ports map[str
 func (s *Stack) startServices(ctx context.Context, pkiDir string, ports map[string]servicePorts, pg *postgres, redisAddr, keyPath string, witnessURLs []string) error {
 	url := func(name string) string { return httpsURL(ports[name].API) }
 	policy := filepath.Join(s.path("cosign"), PolicyFile)
+	sinkArgs, sinkEnv := []string{"--sink", "dir", "--sink-dir", s.path("anchors")}, []string(nil)
+	if s.cfg.AnchorS3 != nil {
+		sinkArgs, sinkEnv = s.cfg.AnchorS3.args()
+	}
 	var witnessFlags []string
 	for _, u := range witnessURLs {
 		witnessFlags = append(witnessFlags, "--witness", u)
@@ -288,8 +335,8 @@ func (s *Stack) startServices(ctx context.Context, pkiDir string, ports map[stri
 		}, witnessFlags),
 		// The dir sink writes read-only files under anchors/; the receipt
 		// store lives in anchor/.
-		"anchor": slices.Concat([]string{
-			"--sink", "dir", "--sink-dir", s.path("anchors"), "--data-dir", s.path("anchor"),
+		"anchor": slices.Concat(sinkArgs, []string{
+			"--data-dir", s.path("anchor"),
 			"--policy", policy, "--interval", s.cfg.AnchorInterval.String(), "--alert", url("alert"),
 		}, witnessFlags),
 	}
@@ -314,6 +361,11 @@ func (s *Stack) startServices(ctx context.Context, pkiDir string, ports map[stri
 			args = append(s.tlsArgs(pkiDir, mtls.Service(name), sp.API, sp.Admin), own[name]...)
 		}
 		specs[name] = s.serviceSpec(name, name, args, sp.Admin)
+		if name == "anchor" {
+			spec := specs[name]
+			spec.env = append(spec.env, sinkEnv...)
+			specs[name] = spec
+		}
 		s.info.Services[name] = info
 	}
 	for _, group := range [][]string{{"alert"}, {"cdc-ingest"}, {"gateway", "verifier", "anchor", "host-agent"}} {
