@@ -62,7 +62,7 @@ func (a *Anchorer) Check(ctx context.Context, all bool) (*anchorv1.CheckAnchorsR
 	if err != nil {
 		return nil, err
 	}
-	resp := &anchorv1.CheckAnchorsResponse{Ok: true}
+	resp := &anchorv1.CheckAnchorsResponse{Ok: true, Alerted: a.cfg.Alerts != nil}
 	cache := map[string][]current{}
 	for _, r := range receipts {
 		for _, c := range a.checkReceipt(ctx, r, cache) {

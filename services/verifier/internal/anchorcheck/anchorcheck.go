@@ -1,7 +1,8 @@
 // Package anchorcheck asks the anchor service, on a schedule, to prove
 // that today's witness logs extend what was anchored in write-once
 // storage. A failed check (history rewritten, an anchored object missing
-// or corrupted) is a CRITICAL alert naming the table and the problem; an
+// or corrupted) is a CRITICAL alert naming the table and the problem,
+// unless the anchor service says it raised that alert itself; an
 // anchor service that cannot be asked for longer than the interval is a
 // HIGH alert.
 package anchorcheck
@@ -159,6 +160,10 @@ func (c *Checker) Check(ctx context.Context) Outcome {
 	}
 	if out.OK {
 		c.cfg.Log.Info("anchor check", "outcome", "ok", "checks", len(checks))
+	}
+	if resp.Msg.GetAlerted() {
+		// The anchor service raised these itself: one failure, one alert.
+		out.Alerts = nil
 	}
 	c.raise(out.Alerts...)
 	return out

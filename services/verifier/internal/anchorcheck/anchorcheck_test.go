@@ -202,6 +202,17 @@ func TestCheck(t *testing.T) {
 			t.Errorf("alerts %v", out.Alerts)
 		}
 	})
+
+	t.Run("a failure the anchor service alerted is not alerted again", func(t *testing.T) {
+		before := len(alerts.all())
+		fa.set(&anchorv1.CheckAnchorsResponse{Ok: false, Alerted: true, Checks: []*anchorv1.AnchorCheck{
+			{Receipt: receipt, Table: "public.audit_log", Ok: false, AnchoredSize: 1002, CurrentSize: 1500, Problem: "history rewritten"},
+		}}, nil)
+		out := c.Check(t.Context())
+		if !out.Checked || out.OK || len(out.Problems) != 1 || len(out.Alerts) != 0 || len(alerts.all()) != before {
+			t.Errorf("outcome %+v, %d new alerts; want the problem and no alert", out, len(alerts.all())-before)
+		}
+	})
 }
 
 func TestUnavailable(t *testing.T) {

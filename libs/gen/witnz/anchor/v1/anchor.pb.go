@@ -535,9 +535,13 @@ func (x *AnchorCheck) GetCurrentSize() uint64 {
 }
 
 type CheckAnchorsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
-	Checks        []*AnchorCheck         `protobuf:"bytes,2,rep,name=checks,proto3" json:"checks,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Ok     bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Checks []*AnchorCheck         `protobuf:"bytes,2,rep,name=checks,proto3" json:"checks,omitempty"`
+	// Set when the anchor service itself raised an alert (to its --alert)
+	// for every failed check: a caller that checks on a schedule need not
+	// raise its own, so one rewrite is one alert.
+	Alerted       bool `protobuf:"varint,3,opt,name=alerted,proto3" json:"alerted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -586,6 +590,13 @@ func (x *CheckAnchorsResponse) GetChecks() []*AnchorCheck {
 	return nil
 }
 
+func (x *CheckAnchorsResponse) GetAlerted() bool {
+	if x != nil {
+		return x.Alerted
+	}
+	return false
+}
+
 var File_witnz_anchor_v1_anchor_proto protoreflect.FileDescriptor
 
 const file_witnz_anchor_v1_anchor_proto_rawDesc = "" +
@@ -632,10 +643,11 @@ const file_witnz_anchor_v1_anchor_proto_rawDesc = "" +
 	"\x02ok\x18\x03 \x01(\bR\x02ok\x12\x18\n" +
 	"\aproblem\x18\x04 \x01(\tR\aproblem\x12#\n" +
 	"\ranchored_size\x18\x05 \x01(\x04R\fanchoredSize\x12!\n" +
-	"\fcurrent_size\x18\x06 \x01(\x04R\vcurrentSize\"\\\n" +
+	"\fcurrent_size\x18\x06 \x01(\x04R\vcurrentSize\"v\n" +
 	"\x14CheckAnchorsResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x124\n" +
-	"\x06checks\x18\x02 \x03(\v2\x1c.witnz.anchor.v1.AnchorCheckR\x06checks2\xa6\x02\n" +
+	"\x06checks\x18\x02 \x03(\v2\x1c.witnz.anchor.v1.AnchorCheckR\x06checks\x12\x18\n" +
+	"\aalerted\x18\x03 \x01(\bR\aalerted2\xa6\x02\n" +
 	"\rAnchorService\x12T\n" +
 	"\tAnchorNow\x12!.witnz.anchor.v1.AnchorNowRequest\x1a\".witnz.anchor.v1.AnchorNowResponse\"\x00\x12]\n" +
 	"\vListAnchors\x12#.witnz.anchor.v1.ListAnchorsRequest\x1a$.witnz.anchor.v1.ListAnchorsResponse\"\x03\x90\x02\x01\x12`\n" +
