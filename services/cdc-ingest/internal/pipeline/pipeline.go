@@ -51,7 +51,11 @@ type Options struct {
 	MaxPending int
 	// Inflight is the most Appends of one table in flight at once; each
 	// names the batch it follows, so the witness never logs one past a
-	// predecessor that failed. Zero means 1 (one at a time).
+	// predecessor that failed. Zero means 1 (one at a time). A batch goes
+	// out beside others only when the oldest has been in flight for
+	// BatchWait, or BatchMax entries wait: while the quorum answers
+	// quickly, waiting for the answer batches more per Raft entry than
+	// sending at once would.
 	Inflight int
 	Appender Appender
 	Alerts   AlertSender
@@ -91,6 +95,7 @@ type queue struct {
 	since     time.Time // when items[0] was queued
 	committed uint64
 	wake      chan struct{}
+	full      chan struct{} // a full batch is queued, or the pipeline closes
 }
 
 // Pipeline is safe for concurrent use; the replication reader calls the
@@ -154,7 +159,7 @@ func (p *Pipeline) addLocked(name string) {
 	if p.queues[name] != nil {
 		return
 	}
-	q := &queue{name: name, wake: make(chan struct{}, 1)}
+	q := &queue{name: name, wake: make(chan struct{}, 1), full: make(chan struct{}, 1)}
 	p.queues[name] = q
 	p.order = append(p.order, q)
 	p.wg.Add(1)
@@ -203,6 +208,9 @@ func (p *Pipeline) Entry(table string, e *witnessv1.Entry) {
 	p.pending++
 	if n := len(q.items); n == 1 || n == p.opts.BatchMax {
 		signal(q.wake)
+		if n == p.opts.BatchMax {
+			signal(q.full)
+		}
 	}
 }
 
@@ -326,6 +334,7 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	p.closing = true
 	for _, q := range p.order {
 		signal(q.wake)
+		signal(q.full)
 	}
 	signal(p.alertWake)
 	p.mu.Unlock()
@@ -352,6 +361,52 @@ type sent struct {
 	after   witnessclient.Position // last position of the batch before it
 	prev    <-chan struct{}        // closed when the batch before it is acknowledged
 	done    chan struct{}          // closed when this one is acknowledged
+	started time.Time
+}
+
+func (b *sent) finished() bool {
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// holdBeside waits, while other batches of q are in flight, until the
+// oldest of them is acknowledged or has been in flight for BatchWait, or
+// BatchMax entries are queued, and returns the batches still in flight.
+func (p *Pipeline) holdBeside(q *queue, flying []*sent) []*sent {
+	for len(flying) > 0 && flying[0].finished() {
+		flying = flying[1:]
+	}
+	if len(flying) == 0 {
+		return flying
+	}
+	oldest := flying[0]
+	wait := p.opts.BatchWait - time.Since(oldest.started)
+	if wait <= 0 {
+		return flying
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		p.mu.Lock()
+		full := len(q.items) >= p.opts.BatchMax || p.closing
+		p.mu.Unlock()
+		if full {
+			return flying
+		}
+		select {
+		case <-oldest.done:
+			return flying
+		case <-timer.C:
+			return flying
+		case <-q.full:
+		case <-p.ctx.Done():
+			return flying
+		}
+	}
 }
 
 // tableWorker sends the table's batches in order, up to Inflight at once.
@@ -365,17 +420,20 @@ func (p *Pipeline) tableWorker(q *queue) {
 	defer inflight.Wait()
 	var after witnessclient.Position
 	var prev <-chan struct{}
+	var flying []*sent // in send order; finished ones are dropped lazily
 	for {
 		select {
 		case slots <- struct{}{}:
 		case <-p.ctx.Done():
 			return
 		}
+		flying = p.holdBeside(q, flying)
 		batch, ok := p.nextBatch(q)
 		if !ok {
 			return
 		}
-		b := &sent{items: batch, entries: make([]*witnessv1.Entry, len(batch)), after: after, prev: prev, done: make(chan struct{})}
+		b := &sent{items: batch, entries: make([]*witnessv1.Entry, len(batch)), after: after, prev: prev, done: make(chan struct{}), started: time.Now()}
+		flying = append(flying, b)
 		for i, it := range batch {
 			b.entries[i] = it.entry
 		}

@@ -317,7 +317,7 @@ func (l *orderedLog) AppendAfter(ctx context.Context, _ string, after witnesscli
 func TestPipelinedAppendsLoseNothing(t *testing.T) {
 	l := &orderedLog{rng: rand.New(rand.NewPCG(1, 2))}
 	g := &gate{}
-	p := New(Options{Tables: []string{"public.t"}, BatchMax: 7, BatchWait: time.Millisecond, MaxPending: 64, Inflight: 8, Appender: l, Alerts: g})
+	p := New(Options{Tables: []string{"public.t"}, BatchMax: 7, BatchWait: 0, MaxPending: 64, Inflight: 8, Appender: l, Alerts: g})
 	const txs, perTx = 400, 5
 	for tx := range txs {
 		for !p.HasRoom() {
@@ -353,4 +353,61 @@ func TestPipelinedAppendsLoseNothing(t *testing.T) {
 		t.Fatalf("safe LSN %d, want %d", got, want)
 	}
 	t.Logf("%d entries, %d refusals resent", len(l.log), l.refused)
+}
+
+// slowLog answers every Append after delay and records how many were in
+// flight at once.
+type slowLog struct {
+	delay        time.Duration
+	mu           sync.Mutex
+	now, most, n int
+}
+
+func (l *slowLog) AppendAfter(ctx context.Context, _ string, _ witnessclient.Position, entries []*witnessv1.Entry) (*witnessv1.AppendResponse, error) {
+	l.mu.Lock()
+	l.now++
+	l.n++
+	l.most = max(l.most, l.now)
+	l.mu.Unlock()
+	defer func() { l.mu.Lock(); l.now--; l.mu.Unlock() }()
+	select {
+	case <-time.After(l.delay):
+		return &witnessv1.AppendResponse{}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// TestInflightOnlyWhenSlow: while the quorum answers within BatchWait, a
+// table has one Append in flight and the entries that arrive meanwhile go
+// in the next batch; when answers take longer, Appends overlap.
+func TestInflightOnlyWhenSlow(t *testing.T) {
+	run := func(delay, batchWait time.Duration) *slowLog {
+		l := &slowLog{delay: delay}
+		p := New(Options{Tables: []string{"public.t"}, BatchMax: 1000, BatchWait: batchWait, Inflight: 4, Appender: l, Alerts: &gate{}})
+		for tx := range 60 {
+			lsn := uint64(100 + tx)
+			p.BeginTx(lsn)
+			p.Entry("public.t", &witnessv1.Entry{CommitLsn: lsn, Op: witnessv1.Op_OP_INSERT})
+			p.CommitTx(lsn+1, time.Now())
+			time.Sleep(time.Millisecond)
+		}
+		// Let the queue drain before Close, which sends what is left at once.
+		deadline := time.Now().Add(10 * time.Second)
+		for p.Pending() > 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	if l := run(5*time.Millisecond, time.Second); l.most != 1 || l.n >= 60 {
+		t.Errorf("fast quorum: %d Appends, at most %d in flight; want one at a time, batched", l.n, l.most)
+	}
+	if l := run(40*time.Millisecond, 5*time.Millisecond); l.most < 2 {
+		t.Errorf("slow quorum: at most %d Appends in flight; want them to overlap", l.most)
+	}
 }

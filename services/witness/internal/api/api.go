@@ -41,6 +41,8 @@ type Service struct {
 	onRejection func(*witnessv1.Rejection)
 	// anchor is the only identity that may record anchor receipts.
 	anchor mtls.Identity
+	// order hands pipelined Appends to Raft in order.
+	order appendOrder
 }
 
 // SetRejectionHook makes the service report each rejected command to fn.
@@ -134,13 +136,21 @@ func (s *Service) Append(ctx context.Context, req *connect.Request[witnessv1.App
 	if err := fsm.ValidateEntries(m.GetEntries()); err != nil {
 		return nil, rejectionError(err)
 	}
-	if _, err := s.node.FSM().Table(m.GetTable()); err != nil {
+	var applied *fsm.Position
+	if v, err := s.node.FSM().Table(m.GetTable()); err != nil {
 		// A follower may lag behind a registration; let the leader judge.
 		if id, _ := s.node.Leader(); id == s.node.ID() {
 			return nil, rejectionError(err)
 		}
+	} else if v.Info.HasLast {
+		applied = &v.Info.Last
 	}
-	res, index, err := s.node.Propose(ctx, &witnessv1.Command{
+	entries := m.GetEntries()
+	last := entries[len(entries)-1]
+	s.order.wait(ctx, m.GetTable(), fsm.Position{CommitLSN: m.GetAfterCommitLsn(), TxIndex: m.GetAfterTxIndex()}, applied)
+	res, index, err := s.node.ProposeNotify(ctx, func() {
+		s.order.proposedUpTo(m.GetTable(), fsm.Position{CommitLSN: last.GetCommitLsn(), TxIndex: last.GetTxIndex()})
+	}, &witnessv1.Command{
 		ProposedAtMicros: s.now().UnixMicro(),
 		Command: &witnessv1.Command_Append{Append: &witnessv1.AppendCommand{
 			Table:          m.GetTable(),

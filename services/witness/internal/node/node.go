@@ -281,6 +281,13 @@ func (n *Node) notLeader() error {
 // Propose commits cmd through Raft and returns the state machine's result
 // and the Raft index. Only the leader accepts proposals.
 func (n *Node) Propose(ctx context.Context, cmd *witnessv1.Command) (*fsm.Result, uint64, error) {
+	return n.ProposeNotify(ctx, nil, cmd)
+}
+
+// ProposeNotify is Propose calling enqueued (when not nil) once the command
+// is handed to Raft, before it waits for the commit: commands handed over
+// one after the other take consecutive places in the log in that order.
+func (n *Node) ProposeNotify(ctx context.Context, enqueued func(), cmd *witnessv1.Command) (*fsm.Result, uint64, error) {
 	if n.raft.State() != raft.Leader {
 		return nil, 0, n.notLeader()
 	}
@@ -293,6 +300,9 @@ func (n *Node) Propose(ctx context.Context, cmd *witnessv1.Command) (*fsm.Result
 		timeout = min(timeout, max(time.Until(d), time.Millisecond))
 	}
 	f := n.raft.Apply(b, timeout)
+	if enqueued != nil {
+		enqueued()
+	}
 	if err := f.Error(); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
