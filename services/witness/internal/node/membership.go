@@ -769,6 +769,12 @@ func (n *Node) RemoveNode(ctx context.Context, by, id string) (Change, error) {
 	if !fsm.ValidNodeID(id) {
 		return Change{}, fmt.Errorf("%w: id %q must be 1-63 letters, digits, '.', '_' or '-'", ErrInvalidMember, id)
 	}
+	return n.removeNode(ctx, by, id, false)
+}
+
+// removeNode removes the member id; toPool records it as a standby node
+// of the rotation pool (rotation.go).
+func (n *Node) removeNode(ctx context.Context, by, id string, toPool bool) (Change, error) {
 	release, err := n.begin()
 	if err != nil {
 		return Change{}, err
@@ -787,11 +793,15 @@ func (n *Node) RemoveNode(ctx context.Context, by, id string) (Change, error) {
 		return Change{}, m.handOver(ctx, o, "remove "+id)
 	}
 	s, _ := server(cfg, id)
-	c := &witnessv1.MembershipCommand{Op: witnessv1.MembershipOp_MEMBERSHIP_OP_REMOVE, NodeId: id, RaftAddress: string(s.Address), ApiAddress: n.APIAddr(id)}
+	c := &witnessv1.MembershipCommand{Op: witnessv1.MembershipOp_MEMBERSHIP_OP_REMOVE, NodeId: id, RaftAddress: string(s.Address), ApiAddress: n.APIAddr(id), ToPool: toPool}
 	if err := m.change(ctx, o, c, index); err != nil {
 		return Change{Steps: o.steps}, err
 	}
-	o.step("removed %s", id)
+	if toPool {
+		o.step("removed %s (back to the rotation pool)", id)
+	} else {
+		o.step("removed %s", id)
+	}
 	return Change{Steps: o.steps, Members: n.members()}, nil
 }
 

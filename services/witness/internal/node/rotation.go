@@ -273,7 +273,7 @@ func (n *Node) scheduledStep(ctx context.Context) {
 		if out == n.id && len(order) > 1 {
 			out = order[1]
 		}
-		ch, err := n.removeToPool(ctx, by, out)
+		ch, err := n.removeNode(ctx, by, out, true)
 		n.logScheduled(log, fmt.Sprintf("removed %s to keep %d voters", out, target), ch, err)
 	default:
 		out, in, err := n.pickRotation(ctx)
@@ -304,34 +304,6 @@ func (n *Node) logScheduled(log *slog.Logger, what string, ch Change, err error)
 		log.Info("rotation done", "what", what, "steps", strings.Join(ch.Steps, "; "))
 		n.setRotationResult(true, "%s", what)
 	}
-}
-
-// removeToPool removes the voter id and records it as standby.
-func (n *Node) removeToPool(ctx context.Context, by, id string) (Change, error) {
-	release, err := n.begin()
-	if err != nil {
-		return Change{}, err
-	}
-	defer release()
-	m := n.mem
-	cfg, index, err := n.configuration()
-	if err != nil {
-		return Change{}, err
-	}
-	if err := checkRemoval(cfg, id, raft.ServerID(n.id), m.minVoters, m.isFailing); err != nil {
-		return Change{}, err
-	}
-	o := &operation{by: by}
-	if id == n.id {
-		return Change{}, m.handOver(ctx, o, "remove "+id)
-	}
-	s, _ := server(cfg, id)
-	c := &witnessv1.MembershipCommand{Op: witnessv1.MembershipOp_MEMBERSHIP_OP_REMOVE, NodeId: id, RaftAddress: string(s.Address), ApiAddress: n.APIAddr(id), ToPool: true}
-	if err := m.change(ctx, o, c, index); err != nil {
-		return Change{Steps: o.steps}, err
-	}
-	o.step("removed %s (back to the rotation pool)", id)
-	return Change{Steps: o.steps, Members: n.members()}, nil
 }
 
 // RotationProto is Rotation as ListMembers reports it.
