@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	connectrpc.com/connect v1.21.1
 	github.com/google/go-cmp v0.7.0
+	github.com/witnz/witnz/libs/alertqueue v0.0.0
 	github.com/witnz/witnz/libs/gen v0.0.0
 	github.com/witnz/witnz/libs/logging v0.0.0
 	github.com/witnz/witnz/libs/mtls v0.0.0
@@ -58,6 +59,7 @@ require (
 )
 
 replace (
+	github.com/witnz/witnz/libs/alertqueue => ../../libs/alertqueue
 	github.com/witnz/witnz/libs/gen => ../../libs/gen
 	github.com/witnz/witnz/libs/logging => ../../libs/logging
 	github.com/witnz/witnz/libs/mtls => ../../libs/mtls

@@ -6,6 +6,7 @@ require (
 	connectrpc.com/connect v1.21.1
 	github.com/google/go-cmp v0.7.0
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/witnz/witnz/libs/alertqueue v0.0.0
 	github.com/witnz/witnz/libs/commitment v0.0.0
 	github.com/witnz/witnz/libs/gen v0.0.0
 	github.com/witnz/witnz/libs/logging v0.0.0
@@ -50,6 +51,7 @@ require (
 )
 
 replace (
+	github.com/witnz/witnz/libs/alertqueue => ../../libs/alertqueue
 	github.com/witnz/witnz/libs/commitment => ../../libs/commitment
 	github.com/witnz/witnz/libs/gen => ../../libs/gen
 	github.com/witnz/witnz/libs/logging => ../../libs/logging

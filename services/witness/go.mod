@@ -8,6 +8,7 @@ require (
 	github.com/hashicorp/go-hclog v1.6.2
 	github.com/hashicorp/raft v1.7.3
 	github.com/hashicorp/raft-boltdb/v2 v2.3.1
+	github.com/witnz/witnz/libs/alertqueue v0.0.0
 	github.com/witnz/witnz/libs/checkpoint v0.0.0
 	github.com/witnz/witnz/libs/commitment v0.0.0
 	github.com/witnz/witnz/libs/gen v0.0.0
@@ -68,6 +69,7 @@ require (
 )
 
 replace (
+	github.com/witnz/witnz/libs/alertqueue => ../../libs/alertqueue
 	github.com/witnz/witnz/libs/commitment => ../../libs/commitment
 	github.com/witnz/witnz/libs/gen => ../../libs/gen
 	github.com/witnz/witnz/libs/logging => ../../libs/logging

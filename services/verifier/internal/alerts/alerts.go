@@ -6,19 +6,17 @@
 package alerts
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
-	"time"
 
-	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/witnz/witnz/libs/alertqueue"
 	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/alert/v1/alertv1connect"
 	verifierv1 "github.com/witnz/witnz/libs/gen/witnz/verifier/v1"
@@ -106,7 +104,7 @@ func Findings(run *verifierv1.VerifyResponse) *alertv1.Alert {
 		detail = &structpb.Struct{}
 	}
 	return &alertv1.Alert{
-		AlertId:  uuid8(h.Sum(nil)),
+		AlertId:  alertqueue.IDFromSum(h.Sum(nil)),
 		Type:     TypeTampered,
 		Severity: alertv1.Severity_SEVERITY_CRITICAL,
 		Message: fmt.Sprintf("verification of %s found %d rows that differ from the witness log%s: %s (snapshot %s); first: %s",
@@ -148,7 +146,7 @@ func Integrity(run *verifierv1.VerifyResponse, p *verifierv1.IntegrityProblem) *
 		detail = &structpb.Struct{}
 	}
 	return &alertv1.Alert{
-		AlertId:    uuid8(h.Sum(nil)),
+		AlertId:    alertqueue.IDFromSum(h.Sum(nil)),
 		Type:       TypeLogIntegrity,
 		Severity:   alertv1.Severity_SEVERITY_CRITICAL,
 		Message:    fmt.Sprintf("log integrity check of %s failed at %s: %s", table, who, p.GetProblem()),
@@ -211,81 +209,12 @@ func integrityName(k verifierv1.IntegrityKind) string {
 	return strings.ToLower(strings.TrimPrefix(k.String(), "INTEGRITY_KIND_"))
 }
 
-// uuid8 formats the first 16 bytes of a SHA-256 sum as a UUID (version 8,
-// RFC 9562 variant).
-func uuid8(sum []byte) string {
-	var u [16]byte
-	copy(u[:], sum)
-	u[6] = u[6]&0x0f | 0x80
-	u[8] = u[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
-}
-
 // Alerter delivers alerts to the alert service in the background,
 // retrying until it has them. A nil *Alerter drops alerts (they are in the
 // log and the run history).
-type Alerter struct {
-	client alertv1connect.AlertServiceClient
-	log    *slog.Logger
-	queue  chan *alertv1.Alert
-}
+type Alerter = alertqueue.Queue
 
 // New returns an Alerter calling client; Run delivers.
 func New(client alertv1connect.AlertServiceClient, log *slog.Logger) *Alerter {
-	return &Alerter{client: client, log: log, queue: make(chan *alertv1.Alert, queueSize)}
-}
-
-// Raise queues alerts without waiting; when the queue is full an alert is
-// dropped and logged.
-func (a *Alerter) Raise(als ...*alertv1.Alert) {
-	if a == nil {
-		return
-	}
-	for _, al := range als {
-		select {
-		case a.queue <- al:
-		default:
-			a.log.Error("alert queue full: alert dropped", "type", al.GetType(), "alert_id", al.GetAlertId(), "message", al.GetMessage())
-		}
-	}
-}
-
-// Run delivers queued alerts until ctx ends. Ingestion is idempotent on
-// alert ids, so a retry after a lost answer stores nothing twice.
-func (a *Alerter) Run(ctx context.Context) {
-	if a == nil {
-		return
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case al := <-a.queue:
-			a.deliver(ctx, al)
-		}
-	}
-}
-
-func (a *Alerter) deliver(ctx context.Context, al *alertv1.Alert) {
-	wait := 200 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		_, err := a.client.IngestAlerts(ctx, connect.NewRequest(&alertv1.IngestAlertsRequest{Alerts: []*alertv1.Alert{al}}))
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		switch connect.CodeOf(err) {
-		case connect.CodeInvalidArgument, connect.CodePermissionDenied, connect.CodeUnauthenticated:
-			a.log.Error("the alert service refused an alert; dropped", "alert_id", al.GetAlertId(), "type", al.GetType(), "message", al.GetMessage(), "error", err)
-			return
-		}
-		a.log.Warn("alert delivery failed; retrying", "alert_id", al.GetAlertId(), "attempt", attempt, "code", connect.CodeOf(err).String(), "error", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		wait = min(2*wait, 30*time.Second)
-	}
+	return alertqueue.New(client, log, alertqueue.WithSize(queueSize))
 }

@@ -9,7 +9,6 @@ package anchorcheck
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/witnz/witnz/libs/alertqueue"
 	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
 	anchorv1 "github.com/witnz/witnz/libs/gen/witnz/anchor/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/anchor/v1/anchorv1connect"
@@ -199,7 +199,7 @@ func (c *Checker) raise(alerts ...*alertv1.Alert) {
 // persists round after round is one alert.
 func CheckFailed(ch *anchorv1.AnchorCheck, now time.Time) *alertv1.Alert {
 	r := ch.GetReceipt()
-	id := alertID("witnz/alert/verifier/anchor-check/v1", r.GetSink(), r.GetBucket(), r.GetKey(), r.GetVersionId(), r.GetChecksumSha256(), ch.GetTable())
+	id := alertqueue.ID("witnz/alert/verifier/anchor-check/v1", r.GetSink(), r.GetBucket(), r.GetKey(), r.GetVersionId(), r.GetChecksumSha256(), ch.GetTable())
 	where := r.GetKey()
 	if r.GetBucket() != "" {
 		where = r.GetBucket() + "/" + where
@@ -248,7 +248,7 @@ func CheckFailed(ch *anchorv1.AnchorCheck, now time.Time) *alertv1.Alert {
 // since failingSince. Its id is derived from the anchor service and the
 // start of the outage.
 func Unavailable(url string, failingSince, now time.Time, err error) *alertv1.Alert {
-	id := alertID("witnz/alert/verifier/anchor-unavailable/v1", url, failingSince.UTC().Format(time.RFC3339Nano))
+	id := alertqueue.ID("witnz/alert/verifier/anchor-unavailable/v1", url, failingSince.UTC().Format(time.RFC3339Nano))
 	reason := oneLine(err.Error())
 	detail, derr := structpb.NewStruct(map[string]any{
 		"anchor_url":    url,
@@ -285,17 +285,3 @@ func rfc3339(ts *timestamppb.Timestamp) string {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
-
-// alertID is a UUID (version 8, RFC 9562) from SHA-256 of parts.
-func alertID(parts ...string) string {
-	h := sha256.New()
-	for _, p := range parts {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
-	}
-	var u [16]byte
-	copy(u[:], h.Sum(nil))
-	u[6] = u[6]&0x0f | 0x80
-	u[8] = u[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
-}

@@ -1,17 +1,16 @@
 package cosign
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"time"
 
-	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/witnz/witnz/libs/alertqueue"
 	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
 	"github.com/witnz/witnz/libs/gen/witnz/alert/v1/alertv1connect"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
@@ -53,7 +52,7 @@ func RejectionAlert(cluster string, r *witnessv1.Rejection) *alertv1.Alert {
 		detail = &structpb.Struct{}
 	}
 	return &alertv1.Alert{
-		AlertId:    uuid8(h.Sum(nil)),
+		AlertId:    alertqueue.IDFromSum(h.Sum(nil)),
 		Type:       TypeCommandRejected,
 		Severity:   alertv1.Severity_SEVERITY_HIGH,
 		Message:    fmt.Sprintf("the witness state machine rejected a command for %s at Raft index %d: %s", r.GetTable(), r.GetRaftIndex(), r.GetReason()),
@@ -122,86 +121,14 @@ func refusalAlertID(cluster string, r *witnessv1.CosignRefusal) string {
 	binary.BigEndian.PutUint32(b[8:], uint32(r.GetKind()))
 	h.Write(b[:])
 	h.Write(r.GetRoot())
-	return uuid8(h.Sum(nil))
+	return alertqueue.IDFromSum(h.Sum(nil))
 }
 
 // Alerter delivers alerts to the alert service in the background, retrying
 // until it has them. A nil *Alerter drops alerts (the caller logs them).
-type Alerter struct {
-	client alertv1connect.AlertServiceClient
-	log    *slog.Logger
-	queue  chan *alertv1.Alert
-}
+type Alerter = alertqueue.Queue
 
 // NewAlerter returns an Alerter calling client; Run delivers.
 func NewAlerter(client alertv1connect.AlertServiceClient, log *slog.Logger) *Alerter {
-	return &Alerter{client: client, log: log, queue: make(chan *alertv1.Alert, alertQueue)}
-}
-
-// Raise queues an alert without waiting. When the queue is full the alert
-// is dropped and logged: the refusal is in the replicated state anyway.
-func (a *Alerter) Raise(al *alertv1.Alert) {
-	if a == nil {
-		return
-	}
-	select {
-	case a.queue <- al:
-	default:
-		a.log.Error("alert queue full: alert dropped", "type", al.GetType(), "alert_id", al.GetAlertId(), "message", al.GetMessage())
-	}
-}
-
-// Run delivers queued alerts until ctx ends. Ingestion is idempotent on
-// alert ids, so a retry after a lost answer stores nothing twice.
-func (a *Alerter) Run(ctx context.Context) error {
-	if a == nil {
-		return nil
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case al := <-a.queue:
-			a.deliver(ctx, al)
-		}
-	}
-}
-
-func (a *Alerter) deliver(ctx context.Context, al *alertv1.Alert) {
-	wait := 200 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		_, err := a.client.IngestAlerts(ctx, connect.NewRequest(&alertv1.IngestAlertsRequest{Alerts: []*alertv1.Alert{al}}))
-		if err == nil {
-			return
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		switch connect.CodeOf(err) {
-		case connect.CodeInvalidArgument, connect.CodePermissionDenied, connect.CodeUnauthenticated:
-			// Resending cannot help: the alert service refuses this alert
-			// or this node.
-			a.log.Error("the alert service refused an alert; dropped", "alert_id", al.GetAlertId(), "type", al.GetType(), "message", al.GetMessage(), "error", err)
-			return
-		}
-		a.log.Warn("alert delivery failed; retrying", "alert_id", al.GetAlertId(), "attempt", attempt, "code", connect.CodeOf(err).String(), "error", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		wait = min(2*wait, 30*time.Second)
-	}
-}
-
-// uuid8 formats the first 16 bytes of a SHA-256 sum as a UUID (version 8,
-// RFC 9562 variant): an alert id every node derives alike.
-func uuid8(sum []byte) string {
-	var u [16]byte
-	copy(u[:], sum)
-	u[6] = u[6]&0x0f | 0x80 // version 8
-	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+	return alertqueue.New(client, log, alertqueue.WithSize(alertQueue))
 }
