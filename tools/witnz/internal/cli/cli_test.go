@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/witnz/witnz/libs/checkpoint"
 	alertv1 "github.com/witnz/witnz/libs/gen/witnz/alert/v1"
 	gatewayv1 "github.com/witnz/witnz/libs/gen/witnz/gateway/v1"
 	ingestv1 "github.com/witnz/witnz/libs/gen/witnz/ingest/v1"
@@ -114,6 +115,21 @@ func TestPKIInit(t *testing.T) {
 	}
 	if !strings.Contains(out, "witness-c.crt") || strings.Contains(out, "witness-a.crt") || !strings.Contains(out, "kept 10 existing") {
 		t.Errorf("second init should add only witness c and keep 10 (CA included):\n%s", out)
+	}
+	// Every witness has a cosigning key and the policy names them all with
+	// a majority quorum; the second init kept a's key.
+	if _, err := checkpoint.LoadPolicy(filepath.Join(dir, "policy.txt")); err != nil {
+		t.Fatal(err)
+	}
+	text, _ := os.ReadFile(filepath.Join(dir, "policy.txt"))
+	pubA, _ := os.ReadFile(filepath.Join(dir, "cosign-a.pub"))
+	if !strings.Contains(string(text), strings.TrimSpace(string(pubA))) || !strings.Contains(string(text), "quorum 2") || len(pubA) == 0 {
+		t.Errorf("policy:\n%s\nwant a's key %q and quorum 2", text, pubA)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := checkpoint.LoadCosigner(filepath.Join(dir, "cosign-"+id+".key")); err != nil {
+			t.Errorf("cosign-%s.key: %v", id, err)
+		}
 	}
 }
 

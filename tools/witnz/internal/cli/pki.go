@@ -66,6 +66,12 @@ func runPKI(ctx context.Context, c *invocation) error {
 	if kept > 0 {
 		fmt.Fprintf(c.stdout, "kept %d existing certificate(s) in %s\n", kept, *dir)
 	}
+	// The witnesses' checkpoint cosigning keys and their policy, next to
+	// the certificates, so a deployment from this directory cosigns.
+	if _, err := stack.CosignKeys(*dir, witnesses, stack.CosignFiles{Prefix: "cosign-", KeyName: "witnz/", Writer: "`witnz pki init`: every witness node"}); err != nil {
+		return fmt.Errorf("cosigning keys in %s: %w", *dir, err)
+	}
+	fmt.Fprintf(c.stdout, "cosigning keys cosign-<id>.key for %s and the policy %s\n", strings.Join(witnesses, ", "), filepath.Join(*dir, stack.PolicyFile))
 	return nil
 }
 

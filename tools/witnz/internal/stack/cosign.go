@@ -22,17 +22,35 @@ const PolicyFile = "policy.txt"
 // never replaced) and writes the policy a majority of them must meet. It
 // returns each witness's flags for cosigning.
 func cosignKeys(dir string, witnesses []string) (map[string][]string, error) {
+	return CosignKeys(dir, witnesses, CosignFiles{KeyName: "witnz.local/", Writer: "`witnz up`: every witness of the local stack"})
+}
+
+// CosignFiles names what CosignKeys writes.
+type CosignFiles struct {
+	// Prefix goes before "<id>.key" and "<id>.pub".
+	Prefix string
+	// KeyName goes before the id in each key's name.
+	KeyName string
+	// Writer says in the policy's comment who wrote it.
+	Writer string
+}
+
+// CosignKeys makes sure every witness has a cosigner key in dir
+// (f.Prefix+"<id>.key" and ".pub"; a key is never replaced) and writes
+// PolicyFile, which a majority of them must meet. It returns each
+// witness's flags for cosigning.
+func CosignKeys(dir string, witnesses []string, f CosignFiles) (map[string][]string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	var policy strings.Builder
-	policy.WriteString("# Written by `witnz up`: every witness of the local stack; a majority must cosign.\n")
+	fmt.Fprintf(&policy, "# Written by %s; a majority must cosign.\n", f.Writer)
 	flags := map[string][]string{}
 	for _, id := range witnesses {
-		keyPath, pubPath := filepath.Join(dir, id+".key"), filepath.Join(dir, id+".pub")
+		keyPath, pubPath := filepath.Join(dir, f.Prefix+id+".key"), filepath.Join(dir, f.Prefix+id+".pub")
 		vkey, err := os.ReadFile(pubPath)
 		if errors.Is(err, fs.ErrNotExist) {
-			skey, pub, err := checkpoint.GenerateKey("witnz.local/" + id)
+			skey, pub, err := checkpoint.GenerateKey(f.KeyName + id)
 			if err != nil {
 				return nil, err
 			}
