@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/witnz/witnz/libs/checkpoint"
 	"github.com/witnz/witnz/libs/evidence"
+	"github.com/witnz/witnz/tools/witnz/internal/stack"
 )
 
 // runProof dispatches `witnz proof <subcommand>`.
@@ -28,7 +30,7 @@ func runProof(ctx context.Context, c *invocation) error {
 // when the bundle verifies and 1 when it does not or cannot be checked.
 func runProofVerify(c *invocation) error {
 	fs := c.flagSet("proof verify", "BUNDLE --policy FILE")
-	policyFlag := fs.String("policy", "", "policy file: the witnesses' keys and the quorum (env WITNZ_POLICY)")
+	policyFlag := fs.String("policy", "", "policy file: the witnesses' keys and the quorum (env WITNZ_POLICY; default: the local stack's cosign/policy.txt if there is one)")
 	args, err := parseInterspersed(fs, c.args[1:])
 	if err != nil {
 		return err
@@ -37,7 +39,11 @@ func runProofVerify(c *invocation) error {
 		return fmt.Errorf("want exactly one evidence bundle file, got %d argument(s) (see `witnz proof verify -h`)", len(args))
 	}
 	path := args[0]
-	policyPath := firstNonEmpty(*policyFlag, c.getenv("WITNZ_POLICY"))
+	var info stack.Info
+	if *policyFlag == "" && c.getenv("WITNZ_POLICY") == "" {
+		info, _ = (&gatewayFlags{}).stack(c.getenv) // only for its policy file
+	}
+	policyPath := policyOrStack(*policyFlag, c.getenv, info)
 	if policyPath == "" {
 		return errors.New("--policy is required: the policy file that lists the witnesses' keys and the quorum (or set WITNZ_POLICY)")
 	}
@@ -95,4 +101,16 @@ func readLimited(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
 	}
 	return data, nil
+}
+
+// policyOrStack is the policy file given, else WITNZ_POLICY, else the local
+// stack's (`witnz up` writes it in its cosign directory), else "".
+func policyOrStack(given string, getenv env, info stack.Info) string {
+	if p := firstNonEmpty(given, getenv("WITNZ_POLICY")); p != "" || info.Dir == "" {
+		return p
+	}
+	if def := filepath.Join(info.Dir, "cosign", stack.PolicyFile); fileExists(def) {
+		return def
+	}
+	return ""
 }

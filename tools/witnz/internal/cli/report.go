@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -29,7 +28,6 @@ import (
 	"github.com/witnz/witnz/libs/gen/witnz/witness/v1/witnessv1connect"
 	"github.com/witnz/witnz/libs/mtls"
 	"github.com/witnz/witnz/libs/rpcserver"
-	"github.com/witnz/witnz/tools/witnz/internal/stack"
 )
 
 // ReportVersion is the version of the `witnz report --format json` shape.
@@ -300,12 +298,7 @@ func runReport(ctx context.Context, c *invocation) error {
 	if len(urls) == 0 {
 		return errors.New("no witness to ask for the tables and their checkpoints: pass --witness https://host:port (or set WITNZ_WITNESS, or use the stack file of `make up`)")
 	}
-	policyPath = firstNonEmpty(policyPath, c.getenv("WITNZ_POLICY"))
-	if policyPath == "" && info.Dir != "" {
-		if def := filepath.Join(info.Dir, "cosign", stack.PolicyFile); fileExists(def) {
-			policyPath = def
-		}
-	}
+	policyPath = policyOrStack(policyPath, c.getenv, info)
 	var policy *checkpoint.Policy
 	if policyPath != "" {
 		if policy, err = checkpoint.LoadPolicy(policyPath); err != nil {
