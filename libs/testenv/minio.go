@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
@@ -120,42 +119,11 @@ func startMinIO(t testing.TB, bin, dir string, port int, srv *MinIOServer) (endp
 		// directory, not in $HOME/.minio.
 		"HOME="+dir,
 	)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		return "", false, fmt.Errorf("%s: %w", bin, err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	stop := func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	}
 	client := &http.Client{Timeout: 2 * time.Second}
-	var lastErr error
-	ready := waitFor(60*time.Second, 20*time.Millisecond, func() bool {
-		select {
-		case <-exited:
-			return true
-		default:
-		}
-		lastErr = minioReady(client, endpoint)
-		return lastErr == nil
-	})
-	select {
-	case <-exited:
-		log := out.String()
-		return "", strings.Contains(log, "address already in use") || strings.Contains(log, "Address already in use"),
-			fmt.Errorf("minio on port %d exited: %v\n%s", port, cmd.ProcessState, log)
-	default:
+	portTaken, err = runServer(t, "minio", port, cmd, out, 60*time.Second, 20*time.Millisecond, func() error { return minioReady(client, endpoint) })
+	if err != nil {
+		return "", portTaken, err
 	}
-	if !ready {
-		stop()
-		return "", false, fmt.Errorf("minio on port %d was not ready within 60s: %v\n%s", port, lastErr, out.String())
-	}
-	t.Cleanup(stop)
 	return endpoint, false, nil
 }
 

@@ -66,43 +66,10 @@ func startRedis(t testing.TB, bin, dir string, port int) (addr string, portTaken
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", dir)
 	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		return "", false, fmt.Errorf("%s: %w", bin, err)
+	portTaken, err = runServer(t, "redis-server", port, cmd, out, 30*time.Second, 10*time.Millisecond, func() error { return redisCheck(addr, cmd.Process.Pid) })
+	if err != nil {
+		return "", portTaken, err
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	stop := func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	}
-
-	pid := cmd.Process.Pid
-	var lastErr error
-	ready := waitFor(30*time.Second, 10*time.Millisecond, func() bool {
-		select {
-		case <-exited:
-			return true
-		default:
-		}
-		lastErr = redisCheck(addr, pid)
-		return lastErr == nil
-	})
-	select {
-	case <-exited:
-		log := out.String()
-		return "", strings.Contains(log, "Address already in use"),
-			fmt.Errorf("redis-server on port %d exited: %v\n%s", port, cmd.ProcessState, log)
-	default:
-	}
-	if !ready {
-		stop()
-		return "", false, fmt.Errorf("redis-server on port %d did not answer within 30s: %v\n%s", port, lastErr, out.String())
-	}
-	t.Cleanup(stop)
 	return addr, false, nil
 }
 
