@@ -245,6 +245,7 @@ func runReport(ctx context.Context, c *invocation) error {
 	until := fs.String("until", "", "end of the period: YYYY-MM-DD (that whole day included) or an RFC 3339 time (default: now)")
 	format := fs.String("format", "md", "md (Markdown for people) or json (stable shape, see the README)")
 	out := fs.String("out", "", "write the report to this file instead of standard output")
+	timeout := fs.Duration("timeout", 2*time.Minute, "give up when the services have not answered everything within this time")
 	var witnesses listFlag
 	fs.Var(&witnesses, "witness", "witness URL https://host:port; repeatable (env WITNZ_WITNESS; default: from the stack file)")
 	vf := &serviceFlags{name: "verifier", flag: "verifier", env: "WITNZ_VERIFIER"}
@@ -305,8 +306,16 @@ func runReport(ctx context.Context, c *invocation) error {
 			return fmt.Errorf("--policy %s: %v", policyPath, err)
 		}
 	}
-	r, err := buildReport(ctx, tlsCfg, reportSources{witnesses: urls, verifier: verifierURL, anchor: aURL, gateway: gatewayURL}, p, now, policy)
+	if *timeout <= 0 {
+		return fmt.Errorf("--timeout %s: want a positive duration, e.g. --timeout 2m", *timeout)
+	}
+	rctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	r, err := buildReport(rctx, tlsCfg, reportSources{witnesses: urls, verifier: verifierURL, anchor: aURL, gateway: gatewayURL}, p, now, policy)
 	if err != nil {
+		if errors.Is(rctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+			return fmt.Errorf("the report was not done within --timeout %s (a service did not answer in time; raise --timeout for a long period): %w", *timeout, err)
+		}
 		return err
 	}
 	if policy != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -334,6 +335,21 @@ func TestReport(t *testing.T) {
 	})
 
 	t.Run("bad input", func(t *testing.T) {
+		// A service that accepts connections and never answers.
+		hang, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { hang.Close() })
+		go func() {
+			for {
+				conn, err := hang.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { conn.Close() })
+			}
+		}()
 		for _, tc := range []struct {
 			env  func(string) string
 			args []string
@@ -344,6 +360,8 @@ func TestReport(t *testing.T) {
 			{e.env, []string{"report", "--since", "2026-11-01", "--until", "2026-13-01"}, `--until "2026-13-01"`},
 			{e.env, []string{"report", "--since", "2026-11-02", "--until", "2026-11-01"}, "the period is empty"},
 			{e.env, []string{"report", "--since", "2026-11-01", "--format", "pdf"}, `--format "pdf": want md`},
+			{e.env, []string{"report", "--since", "2026-11-01", "--timeout", "0s"}, "--timeout 0s: want a positive duration"},
+			{e.env, []string{"report", "--since", "2026-11-01", "--timeout", "500ms", "--verifier", "https://" + hang.Addr().String()}, "not done within --timeout 500ms"},
 			{e.env, []string{"report", "--since", "2026-11-01", "--policy", filepath.Join(t.TempDir(), "none.txt")}, "--policy"},
 			{e.env, []string{"report", "--since", "2026-11-01", "--out", filepath.Join(t.TempDir(), "no", "such", "dir", "r.md")}, "--out"},
 			{e.env, []string{"report", "--since", "2026-11-01", "--verifier", "https://" + testenv.FreeAddr(t)}, "ListRuns"},
