@@ -114,6 +114,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		OnAppend:  m.onAppend,
 		OnResend:  m.onResend,
 	})
+	// Control messages are written only by this process from here on; one
+	// written later that it did not seal is a replay (control.ReplayGuard).
+	startLSN, err := db.InsertLSN(ctx)
+	if err != nil {
+		return fmt.Errorf("read the server's WAL position: %w", err)
+	}
+	guard := control.NewReplayGuard()
+	guard.Since(uint64(startLSN))
 	dec := capture.New(capture.Options{
 		Slot:        cfg.Slot,
 		Publication: cfg.Publication,
@@ -121,7 +129,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		KeyColumns:  db.KeyColumns,
 		Sink:        pipe,
 		Log:         log,
-		ReplayGuard: control.NewReplayGuard(),
+		ReplayGuard: guard,
 		OnUnprotect: func(table string) { mgr.Untracked(table) },
 		OnHeartbeat: func(sentAt time.Time, lsn pglogrepl.LSN) { mon.HeartbeatSeen(sentAt, lsn) },
 	})
@@ -141,6 +149,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Stream:      st,
 		Alerts:      sender,
 		Key:         key,
+		Guard:       guard,
 		Slot:        cfg.Slot,
 		Publication: cfg.Publication,
 		BatchMax:    min(cfg.BatchMax, witnessMaxBatch),
@@ -156,6 +165,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	mon = monitor.New(monitor.Options{
 		DB:                db.Pool,
 		Key:               key,
+		Guard:             guard,
 		Slot:              cfg.Slot,
 		Publication:       cfg.Publication,
 		Interval:          cfg.CheckInterval,

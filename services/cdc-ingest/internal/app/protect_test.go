@@ -18,6 +18,7 @@ import (
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/libs/rpcserver"
 	"github.com/witnz/witnz/libs/testenv"
+	"github.com/witnz/witnz/services/cdc-ingest/internal/control"
 )
 
 // TestProtectSeam protects a table that already holds rows while other
@@ -414,4 +415,26 @@ CREATE TABLE public.doomed (id int PRIMARY KEY);`)
 	if fmt.Sprint(names) != "[public.audit]" {
 		t.Errorf("status lists %v, want [public.audit]", names)
 	}
+
+	// A genuine unprotect message of the earlier run (sealed with the
+	// deployment's key moments ago), written to the WAL again after the
+	// restart emptied the nonce memory: refused, nothing logged.
+	payload, err := control.Seal(e.key, control.Message{Op: control.OpUnprotect, Table: "public.audit", Slot: "witnz", By: "spiffe://witnz/operator/admin", Reason: "captured"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := len(e.witness.allEntries("public.audit"))
+	pg.Exec(t, "app", fmt.Sprintf(`BEGIN; SELECT pg_logical_emit_message(true, 'witnz', '%s'); INSERT INTO public.audit VALUES (12, 'after the replay'); COMMIT;`, payload))
+	waitFor(t, 30*time.Second, "the INSERT after the replayed message", func() bool { return len(e.witness.allEntries("public.audit")) == size+1 })
+	if last := e.witness.allEntries("public.audit")[size]; last.Op != witnessv1.Op_OP_INSERT {
+		t.Errorf("entry after the replayed unprotect is %v, want the INSERT (the table stays protected)", last.Op)
+	}
+	waitFor(t, 30*time.Second, "the replayed control message's alert", func() bool {
+		for _, a := range e.alerts.list() {
+			if a.Type == "cdc.forged_control_message" && strings.Contains(a.Message, "not issued by it") {
+				return true
+			}
+		}
+		return false
+	})
 }

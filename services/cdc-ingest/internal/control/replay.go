@@ -1,10 +1,14 @@
 package control
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/witnz/witnz/libs/commitment"
 )
 
 // Defaults of NewReplayGuard.
@@ -32,13 +36,21 @@ var (
 // WAL position is. Only messages whose MAC verified reach it, so its
 // memory grows only with genuine messages; it keeps at most max nonces,
 // forgetting the oldest first. It is safe for concurrent use.
+//
+// Messages are only ever written by cdc-ingest itself (through Seal). Once
+// Since has named the WAL position at which this process started, a
+// message written at or after it must be one this process sealed: a
+// genuine message of an earlier run written to the WAL again after a
+// restart (which emptied the nonce memory) is refused as a replay.
 type ReplayGuard struct {
 	window time.Duration
 	max    int
 
-	mu    sync.Mutex
-	seen  map[string]uint64 // nonce → WAL position
-	order []seenNonce       // insertion order, for expiry
+	mu     sync.Mutex
+	seen   map[string]uint64 // nonce → WAL position
+	order  []seenNonce       // insertion order, for expiry
+	since  uint64            // WAL position this process started at; 0: not set
+	issued map[string]time.Time
 }
 
 type seenNonce struct {
@@ -51,7 +63,39 @@ type seenNonce struct {
 func NewReplayGuard() *ReplayGuard { return newReplayGuard(ReplayWindow, DefaultMaxNonces) }
 
 func newReplayGuard(window time.Duration, max int) *ReplayGuard {
-	return &ReplayGuard{window: window, max: max, seen: map[string]uint64{}}
+	return &ReplayGuard{window: window, max: max, seen: map[string]uint64{}, issued: map[string]time.Time{}}
+}
+
+// Since makes every message written at or after lsn — the server's WAL
+// position when this process started, before it sealed anything — need a
+// nonce this guard sealed.
+func (g *ReplayGuard) Since(lsn uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.since = lsn
+}
+
+// Seal seals m as the package's Seal does, with a fresh nonce it
+// remembers as issued by this process.
+func (g *ReplayGuard) Seal(k commitment.Key, m Message) ([]byte, error) {
+	var n [16]byte
+	if _, err := rand.Read(n[:]); err != nil {
+		return nil, fmt.Errorf("control message nonce: %w", err)
+	}
+	m.Nonce = hex.EncodeToString(n[:])
+	now := time.Now()
+	if m.IssuedAt == 0 {
+		m.IssuedAt = now.UnixMicro()
+	}
+	g.mu.Lock()
+	for nonce, at := range g.issued {
+		if now.Sub(at) > 2*g.window {
+			delete(g.issued, nonce)
+		}
+	}
+	g.issued[m.Nonce] = now
+	g.mu.Unlock()
+	return Seal(k, m)
 }
 
 // Check accepts m, read at WAL position lsn and written at time at (the
@@ -65,6 +109,9 @@ func (g *ReplayGuard) Check(m Message, lsn uint64, at time.Time) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.expire(at)
+	if _, ours := g.issued[m.Nonce]; g.since != 0 && lsn >= g.since && !ours {
+		return fmt.Errorf("%w: written at %X/%X, after this cdc-ingest started (at %X/%X), but not issued by it: a genuine message of an earlier run written again, or a second cdc-ingest on the same slot", ErrReplayed, lsn>>32, uint32(lsn), g.since>>32, uint32(g.since))
+	}
 	if prev, ok := g.seen[m.Nonce]; ok {
 		if prev == lsn {
 			return nil

@@ -47,8 +47,11 @@ type Sender interface {
 type Options struct {
 	// DB is a normal (non-replication) connection pool to the protected
 	// database.
-	DB          Querier
-	Key         commitment.Key
+	DB  Querier
+	Key commitment.Key
+	// Guard seals the heartbeats (so that it knows them as this process's
+	// own); nil seals with control.Seal.
+	Guard       *control.ReplayGuard
 	Slot        string
 	Publication string
 	// Interval is how often the catalog is checked.
@@ -201,7 +204,11 @@ func (m *Monitor) every(ctx context.Context, d time.Duration, fn func(context.Co
 // beat writes one heartbeat: a non-transactional logical decoding
 // message, which the stream sees at once, outside any transaction.
 func (m *Monitor) beat(ctx context.Context) {
-	payload, err := control.Seal(m.opts.Key, control.Message{Op: control.OpHeartbeat, Slot: m.opts.Slot})
+	seal := control.Seal
+	if m.opts.Guard != nil {
+		seal = m.opts.Guard.Seal
+	}
+	payload, err := seal(m.opts.Key, control.Message{Op: control.OpHeartbeat, Slot: m.opts.Slot})
 	if err != nil {
 		m.opts.Log.Error("seal heartbeat", "error", err)
 		return

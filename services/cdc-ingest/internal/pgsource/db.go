@@ -273,8 +273,18 @@ func (db *DB) EnsureSlot(ctx context.Context, name string) (pgsetup.Slot, bool, 
 
 // ServerLSN is pg_current_wal_lsn().
 func (db *DB) ServerLSN(ctx context.Context) (pglogrepl.LSN, error) {
+	return db.lsn(ctx, `SELECT pg_current_wal_lsn()::text`)
+}
+
+// InsertLSN is pg_current_wal_insert_lsn(): every WAL record inserted so
+// far, written out or not, lies before it.
+func (db *DB) InsertLSN(ctx context.Context) (pglogrepl.LSN, error) {
+	return db.lsn(ctx, `SELECT pg_current_wal_insert_lsn()::text`)
+}
+
+func (db *DB) lsn(ctx context.Context, query string) (pglogrepl.LSN, error) {
 	var s string
-	if err := db.Pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&s); err != nil {
+	if err := db.Pool.QueryRow(ctx, query).Scan(&s); err != nil {
 		return 0, err
 	}
 	return pglogrepl.ParseLSN(s)

@@ -46,7 +46,7 @@ func (m *Manager) Unprotect(ctx context.Context, name, reason, by string) (Unpro
 	done := m.setBusy(name, "unprotecting")
 	m.opts.Pause("unprotecting " + name)
 	defer m.opts.Resume()
-	payload, err := control.Seal(m.opts.Key, control.Message{Op: control.OpUnprotect, Table: name, Slot: m.opts.Slot, By: by, Reason: reason})
+	payload, err := m.seal(control.Message{Op: control.OpUnprotect, Table: name, Slot: m.opts.Slot, By: by, Reason: reason})
 	if err != nil {
 		done()
 		return res, err
@@ -124,7 +124,7 @@ func (m *Manager) Accept(ctx context.Context, name string, seq uint64, reason, b
 	if len(old) != 0 {
 		msg.OldData = hex.EncodeToString(old)
 	}
-	payload, err := control.Seal(m.opts.Key, msg)
+	payload, err := m.seal(msg)
 	if err != nil {
 		return res, err
 	}
@@ -204,4 +204,12 @@ func (m *Manager) waitFor(ctx context.Context, name string, cond func(*witnessv1
 		case <-tick.C:
 		}
 	}
+}
+
+// seal seals a control message, through the replay guard when there is one.
+func (m *Manager) seal(msg control.Message) ([]byte, error) {
+	if m.opts.Guard != nil {
+		return m.opts.Guard.Seal(m.opts.Key, msg)
+	}
+	return control.Seal(m.opts.Key, msg)
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/witnz/witnz/libs/pgsetup"
 	"github.com/witnz/witnz/services/cdc-ingest/internal/alerts"
 	"github.com/witnz/witnz/services/cdc-ingest/internal/config"
+	"github.com/witnz/witnz/services/cdc-ingest/internal/control"
 	"github.com/witnz/witnz/services/cdc-ingest/internal/pgsource"
 	"github.com/witnz/witnz/services/cdc-ingest/internal/schema"
 )
@@ -73,11 +74,14 @@ type Tracked struct {
 
 // Options configure a Manager.
 type Options struct {
-	DB          *pgsource.DB
-	Witness     Witness
-	Stream      Stream
-	Alerts      AlertSender
-	Key         commitment.Key
+	DB      *pgsource.DB
+	Witness Witness
+	Stream  Stream
+	Alerts  AlertSender
+	Key     commitment.Key
+	// Guard seals the control messages (so that it knows them as this
+	// process's own); nil seals with control.Seal.
+	Guard       *control.ReplayGuard
 	Slot        string
 	Publication string
 	// BatchMax is the most entries per Append.
