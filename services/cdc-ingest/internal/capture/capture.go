@@ -961,6 +961,21 @@ func (d *Decoder) update(rel *relation, t *table, lsn pglogrepl.LSN, m *pglogrep
 		}
 		key, data = &k, &dc
 	}
+	if t.Mode == witnessv1.TableMode_TABLE_MODE_MUTABLE && oldFull && key != nil && data != nil {
+		oldKey, err := d.keyCommit(rel, t, oldVals)
+		if err != nil {
+			return err
+		}
+		if oldKey != *key {
+			// The row's identity changed (its primary key, or any column
+			// of a table keyed by the whole row). An UPDATE entry names
+			// one key; logged as the old row deleted and the new one
+			// inserted, the expected state follows the table.
+			d.emit(t, witnessv1.Op_OP_DELETE, &oldKey, nil, oldData)
+			d.emit(t, witnessv1.Op_OP_INSERT, key, data, nil)
+			return nil
+		}
+	}
 	idx := d.emit(t, witnessv1.Op_OP_UPDATE, key, data, oldData)
 	if t.Mode == witnessv1.TableMode_TABLE_MODE_APPEND_ONLY {
 		// The row's identity is its old key when the key changed.

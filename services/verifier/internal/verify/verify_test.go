@@ -83,6 +83,10 @@ CREATE TABLE public.acc_load (id integer PRIMARY KEY, owner text, balance numeri
 ALTER TABLE public.acc_load REPLICA IDENTITY FULL;
 INSERT INTO public.acc_load SELECT g, 'owner ' || g, 100 FROM generate_series(1, 500) g;
 
+CREATE TABLE public.mut_nokey (n integer, note text);
+ALTER TABLE public.mut_nokey REPLICA IDENTITY FULL;
+INSERT INTO public.mut_nokey VALUES (1, 'a'), (2, 'b'), (2, 'b'), (3, NULL);
+
 CREATE TABLE public.unprotected (id integer PRIMARY KEY);
 `
 
@@ -93,7 +97,7 @@ func TestVerify(t *testing.T) {
 		t.Skip("starts PostgreSQL, a witness and cdc-ingest; skipped with -short")
 	}
 	var setup strings.Builder
-	protect := []string{"public.composite:append-only", "public.nokey:append-only", "public.wide:append-only", "public.accounts:mutable", "public.acc_load:mutable"}
+	protect := []string{"public.composite:append-only", "public.nokey:append-only", "public.wide:append-only", "public.accounts:mutable", "public.acc_load:mutable", "public.mut_nokey:mutable"}
 	for _, name := range auditTables {
 		fmt.Fprintf(&setup, auditDDL, name)
 		protect = append(protect, "public."+name+":append-only")
@@ -326,6 +330,16 @@ func TestVerify(t *testing.T) {
 		c.Exec(t, `INSERT INTO public.accounts VALUES (1000, 'new', 0)`)
 		if res := mustVerify(t, v, "public.accounts"); !res.OK() || res.Rows != 191 {
 			t.Fatalf("ok %v, %d rows (want 191)%s", res.OK(), res.Rows, describe(res.Findings))
+		}
+		// A changed primary key, and an UPDATE of a table keyed by the
+		// whole row: the row's identity changes; the log follows it.
+		c.Exec(t, `UPDATE public.accounts SET id = id + 5000, balance = 1 WHERE id IN (3, 4)`)
+		c.Exec(t, `UPDATE public.mut_nokey SET note = 'changed' WHERE n = 2`)
+		if res := mustVerify(t, v, "public.accounts"); !res.OK() || res.Rows != 191 {
+			t.Fatalf("after a primary key change: ok %v, %d rows (want 191)%s", res.OK(), res.Rows, describe(res.Findings))
+		}
+		if res := mustVerify(t, v, "public.mut_nokey"); !res.OK() || res.Rows != 4 {
+			t.Fatalf("mutable table without a key after an UPDATE: ok %v, %d rows (want 4)%s", res.OK(), res.Rows, describe(res.Findings))
 		}
 		c.Exec(t, `BEGIN;
 			ALTER PUBLICATION witnz DROP TABLE public.accounts;
