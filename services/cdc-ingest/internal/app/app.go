@@ -106,13 +106,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	})
 	sender := countingSender{alerts.NewSender(alertv1connect.NewAlertServiceClient(httpc, cfg.Alert, rpcserver.ClientOptions()...), log), m}
 	pipe = pipeline.New(pipeline.Options{
-		BatchMax:  cfg.BatchMax,
-		BatchWait: cfg.BatchWait,
-		Inflight:  cfg.AppendInflight,
-		Appender:  witness,
-		Alerts:    sender,
-		OnAppend:  m.onAppend,
-		OnResend:  m.onResend,
+		BatchMax:    cfg.BatchMax,
+		BatchWait:   cfg.BatchWait,
+		Inflight:    cfg.AppendInflight,
+		Appender:    witness,
+		Alerts:      sender,
+		OnAppend:    m.onAppend,
+		OnResend:    m.onResend,
+		OnWitnessed: m.onWitnessed,
 	})
 	// Control messages are written only by this process from here on; one
 	// written later that it did not seal is a replay (control.ReplayGuard).

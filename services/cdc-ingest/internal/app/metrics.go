@@ -17,6 +17,15 @@ type metrics struct {
 	appendTook *prometheus.HistogramVec
 	resent     *prometheus.CounterVec
 	alerts     *prometheus.CounterVec
+	witnessed  prometheus.Histogram
+	read       prometheus.Histogram
+}
+
+// latencyBuckets resolve the commit → witnessed latency finely where its
+// targets lie (a few milliseconds) and coarsely up to a minute.
+var latencyBuckets = []float64{
+	0.0005, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.0035, 0.004, 0.005, 0.006, 0.007, 0.008, 0.009, 0.010,
+	0.0125, 0.015, 0.0175, 0.020, 0.025, 0.030, 0.040, 0.050, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 }
 
 // gauges are read at scrape time.
@@ -56,8 +65,18 @@ func newMetrics(reg prometheus.Registerer, g gauges) *metrics {
 			Name: "witnz_cdc_alerts_raised_total",
 			Help: "Alerts delivered to the alert service, by type and severity.",
 		}, []string{"type", "severity"}),
+		witnessed: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "witnz_cdc_commit_to_witnessed_seconds",
+			Help:    "Per transaction with protected rows: from its commit (PostgreSQL's commit timestamp) until the witness quorum acknowledged every entry of it; the time a committed row stays unwitnessed. Clock skew between the database server and this host adds to it.",
+			Buckets: latencyBuckets,
+		}),
+		read: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "witnz_cdc_commit_to_read_seconds",
+			Help:    "Per transaction with protected rows: from its commit (PostgreSQL's commit timestamp) until cdc-ingest read its commit record from the stream.",
+			Buckets: latencyBuckets,
+		}),
 	}
-	reg.MustRegister(m.entries, m.duplicates, m.batch, m.appendTook, m.resent, m.alerts,
+	reg.MustRegister(m.entries, m.duplicates, m.batch, m.appendTook, m.resent, m.alerts, m.witnessed, m.read,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "witnz_cdc_slot_confirmed_lsn", Help: "Position confirmed to PostgreSQL (the slot's confirmed flush LSN as a number)."}, g.confirmedLSN),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "witnz_cdc_slot_lag_bytes", Help: "WAL bytes between the server's position and the slot's confirmed flush LSN, at the last check."}, g.lagBytes),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "witnz_cdc_heartbeat_age_seconds", Help: "Seconds since the newest heartbeat came back through the stream (-1 before the first)."}, g.heartbeatAge),
@@ -77,6 +96,11 @@ func (m *metrics) onAppend(table string, entries, duplicates int, took time.Dura
 }
 
 func (m *metrics) onResend(table string) { m.resent.WithLabelValues(table).Inc() }
+
+func (m *metrics) onWitnessed(commitTime, read, witnessed time.Time) {
+	m.read.Observe(max(read.Sub(commitTime), 0).Seconds())
+	m.witnessed.Observe(max(witnessed.Sub(commitTime), 0).Seconds())
+}
 
 // alertSender delivers alerts.
 type alertSender interface {

@@ -66,6 +66,12 @@ type Options struct {
 	// OnResend, when set, is told each time a pipelined batch was refused
 	// because the batch before it was not logged yet, and is sent again.
 	OnResend func(table string)
+	// OnWitnessed, when set, is told of each transaction with entries once
+	// the quorum has acknowledged all of them (and its alerts were
+	// delivered): its commit time (the server's clock), when its commit
+	// record was read, and when it became witnessed. It is called without
+	// the pipeline's lock held.
+	OnWitnessed func(commitTime, read, witnessed time.Time)
 }
 
 // alertBatchMax bounds the alerts per IngestAlerts call.
@@ -75,9 +81,14 @@ type txn struct {
 	commitLSN   uint64
 	endLSN      uint64
 	commitTime  time.Time
+	read        time.Time // when the commit record was read
 	outstanding int
+	entries     int
 	committed   bool
 }
+
+// witnessed is a transaction whose entries the quorum acknowledged.
+type witnessed struct{ commitTime, read time.Time }
 
 type item struct {
 	entry *witnessv1.Entry
@@ -205,6 +216,7 @@ func (p *Pipeline) Entry(table string, e *witnessv1.Entry) {
 	}
 	q.items = append(q.items, item{entry: e, tx: p.cur})
 	p.cur.outstanding++
+	p.cur.entries++
 	p.pending++
 	if n := len(q.items); n == 1 || n == p.opts.BatchMax {
 		signal(q.wake)
@@ -229,13 +241,40 @@ func (p *Pipeline) Alert(a *alertv1.Alert) {
 // record.
 func (p *Pipeline) CommitTx(endLSN uint64, commitTime time.Time) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cur.committed = true
-	p.cur.endLSN = endLSN
-	p.cur.commitTime = commitTime
+	t := p.cur
+	t.committed = true
+	t.endLSN = endLSN
+	t.commitTime = commitTime
+	t.read = time.Now()
 	p.cur = nil
+	// Every entry may have been acknowledged before the commit record came.
+	already := t.outstanding == 0 && t.entries > 0
 	p.advanceLocked()
 	p.wakeQueuesLocked()
+	p.mu.Unlock()
+	if already {
+		p.reportWitnessed([]witnessed{{t.commitTime, t.read}})
+	}
+}
+
+// doneLocked counts one acknowledged entry or alert of t and notes t when
+// that makes it witnessed.
+func doneLocked(t *txn, out []witnessed) []witnessed {
+	t.outstanding--
+	if t.outstanding == 0 && t.committed && t.entries > 0 {
+		out = append(out, witnessed{t.commitTime, t.read})
+	}
+	return out
+}
+
+func (p *Pipeline) reportWitnessed(ws []witnessed) {
+	if p.opts.OnWitnessed == nil || len(ws) == 0 {
+		return
+	}
+	now := time.Now()
+	for _, w := range ws {
+		p.opts.OnWitnessed(w.commitTime, w.read, now)
+	}
 }
 
 // wakeQueuesLocked lets batches that were waiting for more of the current
@@ -416,8 +455,22 @@ func (p *Pipeline) holdBeside(q *queue, flying []*sent) []*sent {
 func (p *Pipeline) tableWorker(q *queue) {
 	defer p.wg.Done()
 	slots := make(chan struct{}, p.opts.Inflight)
-	var inflight sync.WaitGroup
-	defer inflight.Wait()
+	// A fixed set of senders, rather than a goroutine per batch: a sender's
+	// stack has grown through the RPC client once and stays grown.
+	batches := make(chan *sent, p.opts.Inflight)
+	var senders sync.WaitGroup
+	for range p.opts.Inflight {
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			for b := range batches {
+				p.send(q, b)
+				<-slots
+			}
+		}()
+	}
+	defer senders.Wait()
+	defer close(batches)
 	var after witnessclient.Position
 	var prev <-chan struct{}
 	var flying []*sent // in send order; finished ones are dropped lazily
@@ -440,12 +493,7 @@ func (p *Pipeline) tableWorker(q *queue) {
 		last := b.entries[len(b.entries)-1]
 		after = witnessclient.Position{CommitLSN: last.GetCommitLsn(), TxIndex: last.GetTxIndex()}
 		prev = b.done
-		inflight.Add(1)
-		go func() {
-			defer inflight.Done()
-			defer func() { <-slots }()
-			p.send(q, b)
-		}()
+		batches <- b
 	}
 }
 
@@ -479,13 +527,15 @@ func (p *Pipeline) send(q *queue, b *sent) {
 	p.mu.Lock()
 	q.committed += uint64(len(b.items)) - uint64(min(int(resp.GetDuplicates()), len(b.items)))
 	p.pending -= len(b.items)
+	var ws []witnessed
 	for _, it := range b.items {
-		it.tx.outstanding--
+		ws = doneLocked(it.tx, ws)
 	}
 	p.advanceLocked()
 	p.mu.Unlock()
 	close(b.done)
 	signal(p.changed)
+	p.reportWitnessed(ws)
 }
 
 // nextBatch waits for a batch to send: BatchMax entries, or fewer when no
@@ -572,11 +622,13 @@ func (p *Pipeline) alertWorker() {
 		}
 		p.mu.Lock()
 		p.pending -= n
+		var ws []witnessed
 		for _, a := range batch {
-			a.tx.outstanding--
+			ws = doneLocked(a.tx, ws)
 		}
 		p.advanceLocked()
 		p.mu.Unlock()
 		signal(p.changed)
+		p.reportWitnessed(ws)
 	}
 }

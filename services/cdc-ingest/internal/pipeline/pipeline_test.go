@@ -411,3 +411,72 @@ func TestInflightOnlyWhenSlow(t *testing.T) {
 		t.Errorf("slow quorum: at most %d Appends in flight; want them to overlap", l.most)
 	}
 }
+
+// TestWitnessed reports a transaction once every entry of it is
+// acknowledged and its alerts are delivered, whether the acknowledgement
+// comes before or after its commit record; transactions without entries
+// are not reported.
+func TestWitnessed(t *testing.T) {
+	g := &gate{release: make(chan struct{})}
+	type report struct{ commit, read, witnessed time.Time }
+	var (
+		mu  sync.Mutex
+		got []report
+	)
+	p := New(Options{Tables: []string{"public.t"}, BatchMax: 2, BatchWait: time.Hour, Appender: g, Alerts: g,
+		OnWitnessed: func(c, r, w time.Time) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, report{c, r, w})
+		}})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		p.Close(ctx)
+	})
+	reports := func() []report {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]report(nil), got...)
+	}
+	p.Connected(10)
+
+	// No entries: never reported.
+	p.BeginTx(50)
+	p.CommitTx(60, time.Now())
+
+	// Acknowledged after its commit record, with an alert delivered last.
+	c1 := time.Now().Add(-time.Second)
+	p.BeginTx(100)
+	p.Entry("public.t", entry(100, 0))
+	p.Alert(&alertv1.Alert{AlertId: "a"})
+	p.CommitTx(110, c1)
+	waitFor(t, "two calls", func() bool { return g.calls.Load() == 2 })
+	g.release <- struct{}{}
+	time.Sleep(20 * time.Millisecond)
+	if n := len(reports()); n != 0 {
+		t.Fatalf("%d transactions reported with a call still unanswered", n)
+	}
+	g.release <- struct{}{}
+	waitFor(t, "first report", func() bool { return len(reports()) == 1 })
+	r := reports()[0]
+	if !r.commit.Equal(c1) || r.read.Before(c1) || r.witnessed.Before(r.read) {
+		t.Fatalf("report = %+v, want commit %v then read then witnessed", r, c1)
+	}
+
+	// A full batch goes out before the commit record; reported at commit.
+	p.BeginTx(200)
+	p.Entry("public.t", entry(200, 0))
+	p.Entry("public.t", entry(200, 1))
+	waitFor(t, "third call", func() bool { return g.calls.Load() == 3 })
+	g.release <- struct{}{}
+	waitFor(t, "batch acknowledged", func() bool { return p.Pending() == 0 })
+	if n := len(reports()); n != 1 {
+		t.Fatalf("%d reports before the commit record, want 1", n)
+	}
+	c2 := time.Now()
+	p.CommitTx(210, c2)
+	if rs := reports(); len(rs) != 2 || !rs[1].commit.Equal(c2) {
+		t.Fatalf("reports = %+v, want the second at commit %v", rs, c2)
+	}
+}

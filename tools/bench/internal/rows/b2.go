@@ -7,11 +7,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
+	"errors"
+
 	"github.com/witnz/witnz/tools/bench/internal/cpuuse"
 	"github.com/witnz/witnz/tools/bench/internal/load"
 	"github.com/witnz/witnz/tools/bench/internal/logrepl"
+	"github.com/witnz/witnz/tools/bench/internal/promscrape"
 	"github.com/witnz/witnz/tools/bench/internal/report"
 	"github.com/witnz/witnz/tools/bench/internal/stack"
 	"github.com/witnz/witnz/tools/bench/internal/stats"
@@ -23,10 +24,6 @@ const (
 	// b2Warmup is left out of both distributions (connections and caches
 	// warming up).
 	b2Warmup = time.Second
-	// b2ProbeGap is the pause between two probe transactions.
-	b2ProbeGap = 20 * time.Millisecond
-	// b2ProbeTimeout gives up on a probe that never becomes visible.
-	b2ProbeTimeout = 30 * time.Second
 )
 
 // b2 is commit → hash durable on the witness quorum at 1k single-row tx/s.
@@ -34,7 +31,8 @@ type b2 struct {
 	base, meas    []float64 // ms
 	baseLoad      []load.Result
 	measLoad      load.Result
-	probes        probeStats
+	hist          promscrape.Histogram // commit → witnessed, seconds
+	readHist      promscrape.Histogram // commit → read by cdc-ingest, seconds
 	leaderChanges int
 	cpuBase       []cpuuse.Usage
 	cpuMeas       cpuuse.Usage
@@ -152,153 +150,124 @@ func (b *b2) measure(ctx context.Context, e *Env, s *stack.Stack) error {
 		return err
 	}
 	defer cl.Close()
+	svc, ok := s.Info.Services["cdc-ingest"]
+	if !ok || svc.Admin == "" {
+		return errors.New("the stack's cdc-ingest has no admin listener to read its latency histogram from")
+	}
+	metricsURL := svc.Admin + "/metrics"
 	dsn := s.Info.Postgres.DSN
-	e.Logf("B2: %d single-row tx/s for %s into the protected table, probe transactions followed to the leader", b2Rate, e.D.B2Load)
-	type probed struct {
-		ps  probeStats
+	e.Logf("B2: %d single-row tx/s for %s into the protected table, every transaction followed by cdc-ingest's commit → witnessed histogram", b2Rate, e.D.B2Load)
+	type scraped struct {
+		ss  promscrape.Samples
 		err error
 	}
-	probes := make(chan probed, 1)
-	pctx, stopProbes := context.WithCancel(ctx)
-	defer stopProbes()
+	first := make(chan scraped, 1)
+	wctx, stopWarmup := context.WithCancel(ctx)
+	defer stopWarmup()
 	go func() {
-		// Probes start after the warm-up, like the baseline's samples.
+		// The histogram counts from the end of the warm-up, like the
+		// baseline's samples.
 		select {
-		case <-pctx.Done():
+		case <-wctx.Done():
+			first <- scraped{err: wctx.Err()}
+			return
 		case <-time.After(b2Warmup):
 		}
-		ps, err := probe(pctx, cl, dsn)
-		probes <- probed{ps, err}
+		ss, err := promscrape.Get(wctx, metricsURL)
+		first <- scraped{ss, err}
 	}()
 	in0 := scrapeInside(ctx, s)
 	cpu := e.cpuMeter()
 	res, err := load.Run(ctx, b2Load(dsn, e.D.B2Load))
 	b.cpuMeas = cpu()
-	b.inside = insideNote(in0, scrapeInside(ctx, s))
-	stopProbes()
-	p := <-probes
+	stopWarmup()
+	f := <-first
 	if err != nil {
 		return err
 	}
 	if res.FirstErr != nil {
 		return fmt.Errorf("load: %d errors, first: %w", res.Errors, res.FirstErr)
 	}
-	if p.err != nil {
-		return fmt.Errorf("probe: %w", p.err)
+	if f.err != nil {
+		return fmt.Errorf("cdc-ingest metrics at the end of the warm-up: %w", f.err)
 	}
-	b.measLoad, b.probes = res, p.ps
-	b.meas = p.ps.lat
+	// Each transaction of the run is one observation; all of them are in
+	// the last scrape.
+	c0, err := witnessedCount(in0.ingest)
+	if err != nil {
+		return err
+	}
+	want := c0 + float64(res.Done)
+	var last promscrape.Samples
+	deadline := time.Now().Add(e.D.CatchUp)
+	for {
+		last, err = promscrape.Get(ctx, metricsURL)
+		if err != nil {
+			return fmt.Errorf("cdc-ingest metrics after the run: %w", err)
+		}
+		n, err := witnessedCount(last)
+		if err != nil {
+			return err
+		}
+		if n >= want {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cdc-ingest witnessed %.0f of the run's %d transactions within %s after it", n-c0, res.Done, e.D.CatchUp)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.inside = insideNote(in0, scrapeInside(ctx, s))
+	b.measLoad = res
+	b.hist = last.Histogram(witnessedMetric, nil).Sub(f.ss.Histogram(witnessedMetric, nil))
+	b.readHist = last.Histogram(readMetric, nil).Sub(f.ss.Histogram(readMetric, nil))
 	b.leaderChanges = cl.LeaderChanges()
 	return nil
 }
 
-// probeStats is what the probe transactions saw.
-type probeStats struct {
-	lat      []float64 // commit → visible on the leader, ms
-	gaps     []float64 // between two answers while a probe was followed, ms
-	polls    int
-	polling  time.Duration
-	elapsed  time.Duration
-	misses   int // LSN passed but the entry came in a later answer
-	timeouts int
+const (
+	witnessedMetric = "witnz_cdc_commit_to_witnessed_seconds"
+	readMetric      = "witnz_cdc_commit_to_read_seconds"
+)
+
+func witnessedCount(ss promscrape.Samples) (float64, error) {
+	h := ss.Histogram(witnessedMetric, nil)
+	if len(h.Buckets) == 0 {
+		return 0, fmt.Errorf("cdc-ingest's /metrics has no %s: is the stack built from this tree (make build)?", witnessedMetric)
+	}
+	return h.Count, nil
 }
 
-// probe runs probe transactions one after another until ctx ends: each
-// inserts a row, notes its xid and the WAL insert position before its
-// commit record, commits, then asks the leader back to back until the
-// table's last applied commit LSN reaches that position and the entry with
-// the probe's xid is in the log. The entry's index gives the first answer
-// that covered it; its commit time is PostgreSQL's. Polling only while a
-// probe is in flight keeps the observer's own CPU off the other 1k tx/s.
-func probe(ctx context.Context, cl *stack.Cluster, dsn string) (probeStats, error) {
-	var ps probeStats
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return ps, err
-	}
-	defer conn.Close(context.Background())
-	started := time.Now()
-	for i := 0; ctx.Err() == nil; i++ {
-		t0, err := cl.Table(ctx, stack.Table)
-		if err != nil {
-			return done(ctx, ps, err)
-		}
-		checked := t0.GetSize()
-		var xid int64
-		var lsnText string
-		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, insertOneSQL, "probe-"+strconv.Itoa(i)); err != nil {
-				return err
-			}
-			return tx.QueryRow(ctx, "SELECT pg_current_xact_id()::text::bigint % 4294967296, pg_current_wal_insert_lsn()::text").Scan(&xid, &lsnText)
-		})
-		if err != nil {
-			return done(ctx, ps, err)
-		}
-		before, err := pglogrepl.ParseLSN(lsnText)
-		if err != nil {
-			return ps, err
-		}
-		followed := time.Now()
-		var samples []stack.Sample
-		idx, ct := int64(-1), time.Time{}
-		for idx < 0 && ctx.Err() == nil {
-			sent := time.Now()
-			t, err := cl.Table(ctx, stack.Table)
-			recv := time.Now()
-			if err != nil {
-				return done(ctx, ps, err)
-			}
-			samples = append(samples, stack.Sample{Sent: sent, Recv: recv, Size: t.GetSize()})
-			if t.GetLastCommitLsn() >= uint64(before) && t.GetSize() > checked {
-				es, err := cl.Entries(ctx, stack.Table, checked, t.GetSize())
-				if err != nil {
-					return done(ctx, ps, err)
-				}
-				for k, e := range es {
-					if e.GetEntry().GetXid() == uint32(xid) {
-						idx, ct = int64(checked)+int64(k), time.UnixMicro(e.GetEntry().GetCommitTimeMicros())
-						break
-					}
-				}
-				if idx < 0 {
-					ps.misses++
-				}
-				checked = t.GetSize()
-			}
-			if time.Since(followed) > b2ProbeTimeout {
-				ps.timeouts++
-				break
-			}
-		}
-		ps.polling += time.Since(followed)
-		ps.polls += len(samples)
-		for k := 1; k < len(samples); k++ {
-			ps.gaps = append(ps.gaps, float64(samples[k].Recv.Sub(samples[k-1].Recv))/float64(time.Millisecond))
-		}
-		if idx >= 0 {
-			if seen, ok := stats.FirstAtLeast(points(samples), uint64(idx)+1); ok {
-				ps.lat = append(ps.lat, float64(seen.Sub(ct))/float64(time.Millisecond))
-			}
-		}
-		ps.elapsed = time.Since(started)
-		select {
-		case <-ctx.Done():
-		case <-time.After(b2ProbeGap):
+// histSummary summarizes a histogram of seconds in milliseconds: the
+// quantiles are interpolated inside their bucket (histogram_quantile) and
+// Max is the upper bound of the highest bucket holding an observation.
+func histSummary(h promscrape.Histogram) stats.Summary {
+	s := stats.Summary{N: int(h.Count), P50: 1000 * h.Quantile(0.5), P90: 1000 * h.Quantile(0.9), P99: 1000 * h.Quantile(0.99), Mean: 1000 * h.Mean()}
+	below := 0.0
+	for _, bk := range h.Buckets {
+		if bk.Count > below {
+			s.Max = 1000 * bk.Le
+			below = bk.Count
 		}
 	}
-	return ps, nil
+	return s
 }
 
-func done(ctx context.Context, ps probeStats, err error) (probeStats, error) {
-	if ctx.Err() != nil {
-		return ps, nil
+// bucketAround names the histogram bounds on either side of v ms.
+func bucketAround(h promscrape.Histogram, v float64) string {
+	lower := 0.0
+	for _, bk := range h.Buckets {
+		if 1000*bk.Le >= v {
+			return fmt.Sprintf("%s–%s", fmtMS(lower), fmtMS(1000*bk.Le))
+		}
+		lower = 1000 * bk.Le
 	}
-	return ps, err
+	return fmtMS(lower) + "–∞"
 }
 
 func (b *b2) row(e *Env) report.Row {
-	m, bl := stats.Summarize(b.meas), stats.Summarize(b.base)
+	m, bl := histSummary(b.hist), stats.Summarize(b.base)
+	rd := histSummary(b.readHist)
 	var baseLat []float64
 	var baseAchieved float64
 	for _, r := range b.baseLoad {
@@ -313,8 +282,8 @@ func (b *b2) row(e *Env) report.Row {
 	notes := []string{
 		fmt.Sprintf("order: baseline %s, stack %s, baseline %s, each at %d single-row INSERT tx/s over %d pgx connections (achieved %.0f tx/s with the stack, %.0f without); the first %s of each run is left out",
 			e.D.B2Load/2, e.D.B2Load, e.D.B2Load/2, b2Rate, b2Conns, b.measLoad.Achieved(), baseAchieved, b2Warmup),
-		"commit time is PostgreSQL's commit timestamp (the entry's commit_time); an entry counts as durable on the quorum when the leader's FSM has applied it (after the Raft quorum commit)",
-		fmt.Sprintf("sampled by %d probe transactions (one INSERT each, %s apart) followed on the leader with back-to-back GetStatus: answers every %.2f ms (median), so each figure is an upper bound by up to that much; the observer polled %.0f %% of the time", len(b.probes.lat), b2ProbeGap, stats.Summarize(b.probes.gaps).P50, 100*b.probes.polling.Seconds()/max(b.probes.elapsed.Seconds(), 1e-9)),
+		fmt.Sprintf("every transaction after the warm-up (%d): from PostgreSQL's commit timestamp to the moment the witness quorum's acknowledgement of its entry reached cdc-ingest (after the Raft quorum commit and the leader's apply), from cdc-ingest's %s histogram; percentiles are interpolated inside their bucket (p50 in %s ms, p99 in %s ms), max is the upper bound of the highest bucket used; nothing polls the witnesses", m.N, witnessedMetric, bucketAround(b.hist, m.P50), bucketAround(b.hist, m.P99)),
+		fmt.Sprintf("of which commit → commit record read by cdc-ingest: p50 %s · p99 %s ms (%s)", fmtMS(rd.P50), fmtMS(rd.P99), readMetric),
 		"baseline: receive time of every COMMIT message minus the same commit timestamp, no polling",
 		fmt.Sprintf("client INSERT latency from its scheduled start: p99 %.2f ms with the stack, %.2f ms without", cm.P99, cb.P99),
 		"CPU with the stack: " + b.cpuMeas.String(),
@@ -324,8 +293,8 @@ func (b *b2) row(e *Env) report.Row {
 		notes = append(notes, b.inside)
 	}
 	notes = append(notes, noiseNote(append([]cpuuse.Usage{b.cpuMeas}, b.cpuBase...)...)...)
-	if b.leaderChanges > 0 || b.probes.timeouts > 0 {
-		notes = append(notes, fmt.Sprintf("witness leader changed %d time(s); %d probes not visible within %s", b.leaderChanges, b.probes.timeouts, b2ProbeTimeout))
+	if b.leaderChanges > 0 {
+		notes = append(notes, fmt.Sprintf("witness leader changed %d time(s)", b.leaderChanges))
 	}
 	return report.Row{
 		ID: "B2", Title: "commit → quorum-durable latency",
