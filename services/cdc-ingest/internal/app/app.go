@@ -123,7 +123,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	guard := control.NewReplayGuard()
 	guard.Since(uint64(startLSN))
+	announced := capture.NewAnnouncements()
 	dec := capture.New(capture.Options{
+		Announced:   announced,
 		Slot:        cfg.Slot,
 		Publication: cfg.Publication,
 		Key:         key,
@@ -174,6 +176,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
 		MaxLagBytes:       cfg.MaxLagBytes,
 		Tables:            dec.Tables,
+		Announced:         announced,
 		Alerts:            sender,
 		Log:               log,
 	})

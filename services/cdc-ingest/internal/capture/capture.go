@@ -93,6 +93,10 @@ type Options struct {
 	// ReplayGuard refuses control messages written to the WAL twice; nil
 	// gives the decoder its own.
 	ReplayGuard *control.ReplayGuard
+	// Announced holds the schema changes and renames the catalog check
+	// already alerted; the decoder logs them without alerting again. Nil
+	// alerts every one.
+	Announced *Announcements
 	// OnHeartbeat is called for every authentic heartbeat with the time it
 	// was sealed and its WAL position.
 	OnHeartbeat func(sentAt time.Time, lsn pglogrepl.LSN)
@@ -577,6 +581,10 @@ func (d *Decoder) prepare(ctx context.Context, rel *relation, oid uint32, t *tab
 		t.renamedTo = ""
 	case rel.name != t.renamedTo:
 		t.renamedTo = rel.name
+		if d.opts.Announced.takeRename(t.name, rel.name) {
+			d.opts.Log.Info("protected table renamed; the catalog check already alerted it", "table", t.name, "new_name", rel.name)
+			break
+		}
 		d.opts.Sink.Alert(alerts.TableRenamed(alerts.Rename{
 			Where: d.where(rel.lsn, t.nextIndex(d.tx.seq)), Table: t.name, OID: oid, NewName: rel.name,
 		}))
@@ -596,13 +604,16 @@ func (d *Decoder) prepare(ctx context.Context, rel *relation, oid uint32, t *tab
 		return nil
 	}
 	idx := d.emit(t, witnessv1.Op_OP_SCHEMA, nil, &got, nil)
+	announced := d.opts.Announced.takeSchema(t.name, want.commit, got)
 	if !want.commit.IsZero() {
 		exp := t.Table
 		exp.SchemaCommit, exp.ExpectedSchema = want.commit, want.schema
-		for _, a := range SchemaAlerts(exp, rel.schema, got, d.where(rel.lsn, idx)) {
-			d.opts.Sink.Alert(a)
+		if !announced {
+			for _, a := range SchemaAlerts(exp, rel.schema, got, d.where(rel.lsn, idx)) {
+				d.opts.Sink.Alert(a)
+			}
 		}
-		d.opts.Log.Warn("schema of a protected table changed; logged as a SCHEMA entry", "table", t.name, "schema", rel.schema.Describe(), "commit_lsn", d.tx.commitLSN.String())
+		d.opts.Log.Warn("schema of a protected table changed; logged as a SCHEMA entry", "table", t.name, "schema", rel.schema.Describe(), "commit_lsn", d.tx.commitLSN.String(), "alerted_by_catalog_check", announced)
 	}
 	t.logged(d.tx.commitLSN, got, &rel.schema)
 	d.publish()

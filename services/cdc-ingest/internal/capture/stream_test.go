@@ -175,12 +175,13 @@ type captured struct {
 	sink        *recordSink
 	heartbeats  []pglogrepl.LSN
 	unprotected []string
+	announced   *Announcements
 }
 
 func (e *pgEnv) decoder(t *testing.T, tables ...Table) *captured {
-	c := &captured{sink: &recordSink{}}
+	c := &captured{sink: &recordSink{}, announced: NewAnnouncements()}
 	c.dec = New(Options{
-		Slot: e.db, Publication: "pub", Key: testKey, Tables: tables, Sink: c.sink,
+		Slot: e.db, Publication: "pub", Key: testKey, Tables: tables, Sink: c.sink, Announced: c.announced,
 		Log:         slog.New(slog.DiscardHandler),
 		OnHeartbeat: func(_ time.Time, lsn pglogrepl.LSN) { c.heartbeats = append(c.heartbeats, lsn) },
 		OnUnprotect: func(table string) { c.unprotected = append(c.unprotected, table) },
@@ -318,6 +319,38 @@ func TestStreamSignals(t *testing.T) {
 		}
 		if got := alertIDs(c.sink.events); fmt.Sprint(got) != fmt.Sprint(firstIDs) {
 			t.Errorf("alert ids after reconnecting %v, want %v", got, firstIDs)
+		}
+	})
+
+	t.Run("announced_by_catalog_check", func(t *testing.T) {
+		t.Parallel()
+		e := newPGEnv(t, pg, "announced")
+		audit, ledger := e.table(t, "audit", appendOnly), e.table(t, "ledger", appendOnly)
+		c := e.decoder(t, audit, ledger)
+		e.exec(t, `ALTER TABLE audit ADD COLUMN note text; ALTER TABLE audit RENAME TO audit2; ALTER TABLE ledger ADD COLUMN note text`)
+		committed := func(oid uint32, name string) commitment.Commitment {
+			s, err := schema.Load(t.Context(), e.conn, oid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s.Commit(testKey.ForTable("public", name).NewCommitter())
+		}
+		// The catalog check alerted audit's change and rename, and a
+		// change of ledger to some other schema than the one it has now.
+		c.announced.SchemaAlerted("public.audit", audit.SchemaCommit, committed(audit.OID, "audit"))
+		c.announced.RenameAlerted("public.audit", "public.audit2")
+		c.announced.SchemaAlerted("public.ledger", ledger.SchemaCommit, audit.SchemaCommit)
+		e.exec(t, `INSERT INTO audit2 VALUES (1, 'a', 'n'); INSERT INTO ledger VALUES (1, 5, 'n')`)
+		e.stream(t, c.dec)
+		wantSummary(t, c,
+			"entry public.audit OP_SCHEMA 0",
+			"entry public.audit OP_INSERT 1",
+			"entry public.ledger OP_SCHEMA 0",
+			"alert cdc.schema_changed HIGH public.ledger",
+			"entry public.ledger OP_INSERT 1",
+		)
+		if _, _, ok := c.announced.Schema("public.audit"); ok {
+			t.Error("the announcement outlived the SCHEMA entry it covered")
 		}
 	})
 

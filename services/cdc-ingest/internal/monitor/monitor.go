@@ -15,6 +15,8 @@ package monitor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,8 +68,12 @@ type Options struct {
 	// Tables returns the protected tables and what their logs expect; it
 	// is called at every check.
 	Tables func() []capture.Table
-	Alerts Sender
-	Log    *slog.Logger
+	// Announced is told of every schema change and rename whose alert was
+	// delivered, so that the decoder does not alert it again when the
+	// stream reaches it.
+	Announced *capture.Announcements
+	Alerts    Sender
+	Log       *slog.Logger
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -225,6 +231,8 @@ func (m *Monitor) beat(ctx context.Context) {
 type finding struct {
 	key, state string
 	alerts     []*alertv1.Alert
+	// delivered, when set, is called once the alerts were delivered.
+	delivered func()
 }
 
 // Check runs every check once and sends the alerts for new conditions.
@@ -323,6 +331,9 @@ func (m *Monitor) report(ctx context.Context, found []finding, scopes map[string
 	}
 	for _, f := range keys {
 		m.active[f.key] = f.state
+		if f.delivered != nil {
+			f.delivered()
+		}
 	}
 }
 
@@ -400,8 +411,15 @@ func (m *Monitor) checkSlot(ctx context.Context, now time.Time) ([]finding, erro
 
 func lagState(start pglogrepl.LSN, level int) string { return fmt.Sprintf("%s/%d", start, level) }
 
+// tableSQL reads a table's name and the transaction ids that last wrote
+// its catalog rows (pg_class, its columns, its indexes): every DDL leaves
+// its own, so they tell apart two identical changes made by different
+// statements.
 const tableSQL = `
-SELECT n.nspname::text || '.' || c.relname::text, c.xmin::text
+SELECT n.nspname::text || '.' || c.relname::text, c.xmin::text,
+  c.xmin::text || '/' ||
+  (SELECT coalesce(string_agg(a.xmin::text, ',' ORDER BY a.attnum), '') FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0) || '/' ||
+  (SELECT coalesce(string_agg(i.xmin::text, ',' ORDER BY i.indexrelid), '') FROM pg_index i WHERE i.indrelid = c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`
 
 // checkTable checks that a protected table exists under its name with the
@@ -410,8 +428,8 @@ func (m *Monitor) checkTable(ctx context.Context, t capture.Table, now time.Time
 	name := t.String()
 	scope := "table\x00" + name
 	where := alerts.Where{Slot: m.opts.Slot, At: now}
-	var current, xmin string
-	err := m.opts.DB.QueryRow(ctx, tableSQL, t.OID).Scan(&current, &xmin)
+	var current, xmin, catalogVersion string
+	err := m.opts.DB.QueryRow(ctx, tableSQL, t.OID).Scan(&current, &xmin, &catalogVersion)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return []finding{{
 			key: key(scope, "dropped"), state: "dropped",
@@ -426,7 +444,8 @@ func (m *Monitor) checkTable(ctx context.Context, t capture.Table, now time.Time
 		where.Episode = xmin
 		out = append(out, finding{
 			key: key(scope, "renamed"), state: current,
-			alerts: []*alertv1.Alert{alerts.TableRenamed(alerts.Rename{Where: where, Table: name, OID: t.OID, NewName: current})},
+			alerts:    []*alertv1.Alert{alerts.TableRenamed(alerts.Rename{Where: where, Table: name, OID: t.OID, NewName: current})},
+			delivered: func() { m.opts.Announced.RenameAlerted(name, current) },
 		})
 		where.Episode = ""
 	}
@@ -441,8 +460,16 @@ func (m *Monitor) checkTable(ctx context.Context, t capture.Table, now time.Time
 		return nil, true, fmt.Errorf("read the schema of %s: %w", name, err)
 	}
 	c := got.Commit(m.opts.Key.ForTable(t.Schema, t.Name).NewCommitter())
+	// The same change made again later (A → B, back, then A → B) is a new
+	// alert: the DDL's transaction ids set it apart.
+	v := sha256.Sum256([]byte(catalogVersion))
+	where.Episode = hex.EncodeToString(v[:8])
 	if as := capture.SchemaAlerts(t, got, c, where); len(as) > 0 {
-		out = append(out, finding{key: key(scope, "schema"), state: schema.Hex(t.SchemaCommit) + schema.Hex(c), alerts: as})
+		from := t.SchemaCommit
+		out = append(out, finding{
+			key: key(scope, "schema"), state: schema.Hex(t.SchemaCommit) + schema.Hex(c), alerts: as,
+			delivered: func() { m.opts.Announced.SchemaAlerted(name, from, c) },
+		})
 	}
 	return out, true, nil
 }

@@ -172,6 +172,7 @@ func TestMonitor(t *testing.T) {
 	t.Run("lag", func(t *testing.T) { testLag(t, pg) })
 	t.Run("signals", func(t *testing.T) { testSignals(t, pg) })
 	t.Run("rename_recurs", func(t *testing.T) { t.Parallel(); testRenameRecurs(t, pg) })
+	t.Run("schema_recurs", func(t *testing.T) { t.Parallel(); testSchemaRecurs(t, pg) })
 	t.Run("quiet_then_heartbeat_missing", func(t *testing.T) { t.Parallel(); testQuietAndHeartbeatMissing(t, pg) })
 	t.Run("pause", func(t *testing.T) { t.Parallel(); testPause(t, pg) })
 }
@@ -341,6 +342,36 @@ func testRenameRecurs(t *testing.T, pg *testenv.PG) {
 	got := rec.all()
 	if len(got) != 2 || got[0].GetAlertId() == got[1].GetAlertId() {
 		t.Fatalf("alerts = %v", got)
+	}
+}
+
+// testSchemaRecurs checks that the same schema change made again by
+// another statement (column added, dropped, added again: the same schema
+// each time) is a new alert with a new id, and that every delivered
+// change is announced to the decoder.
+func testSchemaRecurs(t *testing.T, pg *testenv.PG) {
+	e := newEnv(t, pg, "schema_recur")
+	rec := &recorder{}
+	opts := e.options(rec)
+	opts.Announced = capture.NewAnnouncements()
+	m := New(opts)
+	start(t, m)
+	pg.Exec(t, "schema_recur", `ALTER TABLE audit ADD COLUMN note text`)
+	waitFor(t, "the first alert", func() bool { return rec.count(alerts.TypeSchemaChanged) == 1 })
+	pg.Exec(t, "schema_recur", `ALTER TABLE audit DROP COLUMN note`)
+	waitChecks(t, m, 3)
+	pg.Exec(t, "schema_recur", `ALTER TABLE audit ADD COLUMN note text`)
+	waitFor(t, "the second alert", func() bool { return rec.count(alerts.TypeSchemaChanged) == 2 })
+	waitChecks(t, m, 3)
+	got := rec.all()
+	if len(got) != 2 || got[0].GetAlertId() == got[1].GetAlertId() {
+		t.Fatalf("alerts = %v", got)
+	}
+	if detail(got[0], "new_schema_commit") != detail(got[1], "new_schema_commit") {
+		t.Fatalf("the two changes reached different schemas: %v", got)
+	}
+	if _, _, ok := opts.Announced.Schema(e.tables()[0].String()); !ok {
+		t.Error("the delivered schema change was not announced to the decoder")
 	}
 }
 

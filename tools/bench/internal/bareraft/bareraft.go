@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +36,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/witnz/witnz/tools/bench/internal/closedloop"
+	"github.com/witnz/witnz/tools/bench/internal/logrepl"
 )
 
 // Command is the first argument that makes the harness binary a node.
@@ -134,6 +136,24 @@ func Serve(ctx context.Context, args []string, logOut io.Writer) error {
 		})
 		writeJSON(w, res.ToWire())
 	})
+	mux.HandleFunc("POST /follow", func(w http.ResponseWriter, req *http.Request) {
+		q := req.URL.Query()
+		ms, err := strconv.Atoi(q.Get("millis"))
+		if err != nil || ms <= 0 || q.Get("dsn") == "" || q.Get("slot") == "" || q.Get("pub") == "" {
+			http.Error(w, "want dsn, slot, pub and positive millis", http.StatusBadRequest)
+			return
+		}
+		if r.State() != raft.Leader {
+			http.Error(w, "not the leader", http.StatusConflict)
+			return
+		}
+		lat, err := follow(req.Context(), r, q.Get("dsn"), q.Get("slot"), q.Get("pub"), time.Duration(ms)*time.Millisecond)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, lat)
+	})
 	ln, err := net.Listen("tcp", *control)
 	if err != nil {
 		return err
@@ -150,6 +170,85 @@ func Serve(ctx context.Context, args []string, logOut io.Writer) error {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	return nil
+}
+
+// EntryBytes is the size of one logged row in a Raft entry, as in the
+// witness's Append of one row.
+const EntryBytes = 107
+
+// FollowedCommit is one transaction followed by POST /follow: its commit
+// timestamp and when the Raft entry holding it was applied on the leader,
+// in Unix nanoseconds.
+type FollowedCommit struct {
+	Commit  int64 `json:"commit"`
+	Applied int64 `json:"applied"`
+}
+
+// follow streams a slot for d and logs every transaction with rows into
+// Raft the way cdc-ingest batches them while the quorum answers quickly:
+// one Apply in flight, and each next Apply carries every transaction that
+// arrived meanwhile (EntryBytes per row).
+func follow(ctx context.Context, r *raft.Raft, dsn, slot, pub string, d time.Duration) ([]FollowedCommit, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		queued   []logrepl.Commit
+		wake     = make(chan struct{}, 1)
+		out      []FollowedCommit
+		applyErr error
+	)
+	applied := make(chan struct{})
+	go func() {
+		defer close(applied)
+		for {
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return
+			}
+			mu.Lock()
+			batch := queued
+			queued = nil
+			mu.Unlock()
+			if len(batch) == 0 {
+				continue
+			}
+			rows := 0
+			for _, c := range batch {
+				rows += c.Rows
+			}
+			payload := make([]byte, rows*EntryBytes)
+			_, _ = rand.Read(payload)
+			if err := r.Apply(payload, applyTimeout).Error(); err != nil {
+				applyErr = err
+				cancel()
+				return
+			}
+			now := time.Now().UnixNano()
+			for _, c := range batch {
+				out = append(out, FollowedCommit{Commit: c.CommitTime.UnixNano(), Applied: now})
+			}
+		}
+	}()
+	err := logrepl.Consume(ctx, dsn, slot, pub, func(c logrepl.Commit) {
+		if c.Rows == 0 {
+			return
+		}
+		mu.Lock()
+		queued = append(queued, c)
+		mu.Unlock()
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	})
+	cancel()
+	<-applied
+	if applyErr != nil {
+		return nil, fmt.Errorf("raft apply: %w", applyErr)
+	}
+	return out, err
 }
 
 // State is a node's answer to GET /state.

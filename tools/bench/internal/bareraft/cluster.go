@@ -169,6 +169,35 @@ func (c *Cluster) Load(ctx context.Context, size, callers int, d time.Duration) 
 	return w.Result(), nil
 }
 
+// Follow has the leader stream slot of publication pub for d and log its
+// transactions into Raft as cdc-ingest batches them, and returns each
+// transaction's commit and applied times.
+func (c *Cluster) Follow(ctx context.Context, dsn, slot, pub string, d time.Duration) ([]FollowedCommit, error) {
+	n, err := c.leader(ctx, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	q := url.Values{"dsn": {dsn}, "slot": {slot}, "pub": {pub}, "millis": {strconv.FormatInt(d.Milliseconds(), 10)}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+n.control+"/follow?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("bare Raft follow on %s: %w", n.id, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		return nil, fmt.Errorf("bare Raft follow on %s: %s: %s", n.id, resp.Status, b)
+	}
+	var out []FollowedCommit
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("bare Raft follow on %s: %w", n.id, err)
+	}
+	return out, nil
+}
+
 // Stop sends every node SIGTERM and waits for it (SIGKILL after 30 s).
 func (c *Cluster) Stop() {
 	for _, n := range c.nodes {

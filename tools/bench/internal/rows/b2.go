@@ -3,12 +3,14 @@ package rows
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
 	"errors"
 
+	"github.com/witnz/witnz/tools/bench/internal/bareraft"
 	"github.com/witnz/witnz/tools/bench/internal/cpuuse"
 	"github.com/witnz/witnz/tools/bench/internal/load"
 	"github.com/witnz/witnz/tools/bench/internal/logrepl"
@@ -34,6 +36,9 @@ type b2 struct {
 	hist          promscrape.Histogram // commit → witnessed, seconds
 	readHist      promscrape.Histogram // commit → read by cdc-ingest, seconds
 	leaderChanges int
+	floorLat      []float64 // ms
+	floorErr      error
+	cpuFloor      cpuuse.Usage
 	cpuBase       []cpuuse.Usage
 	cpuMeas       cpuuse.Usage
 	inside        string
@@ -52,7 +57,95 @@ func runB2(ctx context.Context, e *Env) []report.Row {
 	if err != nil {
 		return []report.Row{failed("B2", "commit → quorum-durable latency", err)}
 	}
-	return []report.Row{b.row(e)}
+	rows := []report.Row{b.row(e)}
+	if b.floorErr != nil {
+		rows = append(rows, failed("B2.floor", b2FloorTitle, b.floorErr))
+	} else {
+		rows = append(rows, b.floorRow(e))
+	}
+	return rows
+}
+
+const b2FloorTitle = "commit → quorum-durable latency with the bare libraries"
+
+// floor streams the same load with a bare pgoutput consumer inside the
+// leader of a bare hashicorp/raft + raft-boltdb cluster that logs each
+// transaction as cdc-ingest batches them: what the design's libraries
+// allow on this machine, with no RPC hop, TLS, API or state machine. The
+// witnz stack stays up (idle), as during the baselines.
+func (b *b2) floor(ctx context.Context, e *Env, bareDSN string) error {
+	const pub, slot = "bench_floor_pub", "bench_floor_slot"
+	if err := logrepl.Setup(ctx, bareDSN, "public.audit_log", pub, slot); err != nil {
+		return err
+	}
+	defer func() { _ = logrepl.Drop(context.Background(), bareDSN, pub, slot) }()
+	dir, err := e.dir("b2-floor")
+	if err != nil {
+		return err
+	}
+	bc, err := bareraft.Start(ctx, e.Self, filepath.Join(dir, "raft"), []string{"r1", "r2", "r3"})
+	if err != nil {
+		return err
+	}
+	defer bc.Stop()
+	d := e.D.B2Load / 2
+	e.Logf("B2.floor: %d single-row tx/s for %s, streamed by a bare consumer inside the leader of a bare 3-node Raft cluster", b2Rate, d)
+	type followed struct {
+		fc  []bareraft.FollowedCommit
+		err error
+	}
+	got := make(chan followed, 1)
+	go func() {
+		fc, err := bc.Follow(ctx, bareDSN, slot, pub, d+2*time.Second)
+		got <- followed{fc, err}
+	}()
+	var roots []cpuuse.Root
+	for _, pid := range bc.PIDs() {
+		roots = append(roots, cpuuse.Root{Group: "bare Raft cluster", PID: pid})
+	}
+	cpu := e.cpuMeter(roots...)
+	res, err := load.Run(ctx, b2Load(bareDSN, d))
+	b.cpuFloor = cpu()
+	f := <-got
+	if err != nil {
+		return err
+	}
+	if res.FirstErr != nil {
+		return fmt.Errorf("load: %d errors, first: %w", res.Errors, res.FirstErr)
+	}
+	if f.err != nil {
+		return f.err
+	}
+	from, to := res.Start.Add(b2Warmup), res.End
+	var n int64
+	for _, c := range f.fc {
+		ct := time.Unix(0, c.Commit)
+		if ct.Before(res.Start) {
+			continue
+		}
+		n++
+		if !ct.Before(from) && !ct.After(to) {
+			b.floorLat = append(b.floorLat, float64(c.Applied-c.Commit)/float64(time.Millisecond))
+		}
+	}
+	if n < res.Done {
+		return fmt.Errorf("the bare cluster logged %d of the %d transactions within 2 s of the load's end", n, res.Done)
+	}
+	return nil
+}
+
+func (b *b2) floorRow(e *Env) report.Row {
+	m := stats.Summarize(b.floorLat)
+	return report.Row{
+		ID: "B2.floor", Title: b2FloorTitle,
+		Metric: fmt.Sprintf("commit → applied on a bare Raft leader after the quorum commit, at %d single-row tx/s, ms", b2Rate),
+		Value:  report.F(m.P99), Unit: "ms", Latency: &m, Samples: m.N,
+		Notes: []string{
+			fmt.Sprintf("not a witnz measurement: the lower bound B2 is held to on this machine. The same %d single-row INSERT tx/s over %d connections into the bare PostgreSQL for %s (the first %s left out), read by a bare pgoutput consumer inside the leader of a bare 3-process hashicorp/raft v1.7.3 cluster (raft.DefaultConfig, raft-boltdb/v2, plain TCP, a counting state machine), which logs the transactions as cdc-ingest batches them: one Apply in flight, the next carrying all that arrived meanwhile (%d bytes per row); from PostgreSQL's commit timestamp to the Apply's answer", b2Rate, b2Conns, e.D.B2Load/2, b2Warmup, bareraft.EntryBytes),
+			"no RPC hop, TLS, Connect API, protobuf or witness state machine; the witnz stack is up and idle, as during the baselines",
+			"CPU: " + b.cpuFloor.String(),
+		},
+	}
 }
 
 func b2Load(dsn string, d time.Duration) load.Fixed {
@@ -109,6 +202,7 @@ func (b *b2) run(ctx context.Context, e *Env, s *stack.Stack, bareDSN string) er
 	if err := baseline(); err != nil {
 		return fmt.Errorf("baseline: %w", err)
 	}
+	b.floorErr = b.floor(ctx, e, bareDSN)
 	var want int64
 	for _, r := range b.baseLoad {
 		want += r.Done
