@@ -25,7 +25,12 @@ func Open(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error
 		return nil, fmt.Errorf("--pg-dsn is not a valid PostgreSQL connection string: %v", err)
 	}
 	cfg.MaxConns = maxConns
-	cfg.ConnConfig.ConnectTimeout = ConnectTimeout
+	// pgconn's ConnectTimeout field bounds nothing once parsed (only a
+	// connect_timeout in the DSN shapes the dialer): bound the dial here,
+	// and every connection's start-up by the caller's context.
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.DialFunc = (&net.Dialer{Timeout: ConnectTimeout, KeepAlive: 5 * time.Minute}).DialContext
+	}
 	addr := Addr(cfg.ConnConfig.Host, cfg.ConnConfig.Port)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -98,7 +103,12 @@ func ConnectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error)
 	}
 	cfg.RuntimeParams["replication"] = "database"
 	cfg.RuntimeParams["client_encoding"] = "UTF8"
-	cfg.ConnectTimeout = ConnectTimeout
+	// The context bounds the whole connection start-up: pgconn's
+	// ConnectTimeout field does not (a server that accepts the TCP
+	// connection and never answers the start-up message would hold the
+	// stream forever).
+	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
+	defer cancel()
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open replication connection: %w", ConnectError(Addr(cfg.Host, cfg.Port), err))

@@ -115,14 +115,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		OnResend:    m.onResend,
 		OnWitnessed: m.onWitnessed,
 	})
-	// Control messages are written only by this process from here on; one
-	// written later that it did not seal is a replay (control.ReplayGuard).
-	startLSN, err := db.InsertLSN(ctx)
-	if err != nil {
-		return fmt.Errorf("read the server's WAL position: %w", err)
-	}
+	// Once this process streams the slot, control messages are written
+	// only by it; one written later that it did not seal is a replay
+	// (control.ReplayGuard). Until then another cdc-ingest may have held
+	// the slot (and written heartbeats this one reads when it takes over).
 	guard := control.NewReplayGuard()
-	guard.Since(uint64(startLSN))
 	announced := capture.NewAnnouncements()
 	dec := capture.New(capture.Options{
 		Announced:   announced,
@@ -145,6 +142,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Pipeline:    pipe,
 		Log:         log,
 		Tables:      func() []*ingestv1.ProtectedTable { return tableStatus(mgr) },
+		OnFirstStart: func(at pglogrepl.LSN) {
+			guard.Since(uint64(at))
+			log.Info("control messages written from here on must be sealed by this process", "since_lsn", at.String())
+		},
 	})
 	mgr = protect.New(protect.Options{
 		DB:          db,
@@ -176,6 +177,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
 		MaxLagBytes:       cfg.MaxLagBytes,
 		Tables:            dec.Tables,
+		Streaming:         st.Streaming,
 		Announced:         announced,
 		Alerts:            sender,
 		Log:               log,

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/witnz/witnz/libs/gen/witnz/ingest/v1/ingestv1connect"
 	witnessv1 "github.com/witnz/witnz/libs/gen/witnz/witness/v1"
 	"github.com/witnz/witnz/libs/testenv"
+	"github.com/witnz/witnz/services/cdc-ingest/internal/alerts"
 	"github.com/witnz/witnz/services/cdc-ingest/internal/app"
 )
 
@@ -410,6 +412,60 @@ func TestRestartResumes(t *testing.T) {
 		t.Fatalf("logged commitments differ from the table (-scan +wal):\n%s", diff)
 	}
 	waitFor(t, 30*time.Second, "reconnected", func() bool { return r.getStatus(t).Streaming })
+}
+
+// TestSecondInstance starts a second cdc-ingest on the slot the first one
+// streams: it says the slot is in use, writes no heartbeats (which the
+// first would refuse as control messages it did not seal, with a false
+// CRITICAL alert), and takes over when the first stops, losing nothing.
+func TestSecondInstance(t *testing.T) {
+	t.Parallel()
+	pg := testenv.PostgreSQL(t)
+	e := newEnv(t, pg, "app")
+	pg.Exec(t, "app", `CREATE TABLE public.t (id int PRIMARY KEY, v text)`)
+	hb := []string{"--heartbeat-interval", "100ms", "--heartbeat-timeout", "30s"}
+	a := e.start(t, append(e.args(testenv.FreeAddr(t), "public.t"), hb...))
+	pg.Exec(t, "app", `INSERT INTO public.t SELECT g, 'a' FROM generate_series(1, 10) g`)
+	waitFor(t, 30*time.Second, "10 entries", func() bool { return len(e.witness.entries("public.t")) == 10 })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	bLog := &syncBuffer{}
+	bDone := make(chan error, 1)
+	go func() { bDone <- app.Run(ctx, append(e.args(testenv.FreeAddr(t), "public.t"), hb...), e.getenv, bLog) }()
+	t.Cleanup(func() {
+		cancel()
+		<-bDone
+		if t.Failed() {
+			t.Logf("second cdc-ingest log:\n%s", bLog.String())
+		}
+	})
+	waitFor(t, 30*time.Second, "the second instance to name the slot in use", func() bool {
+		return strings.Contains(bLog.String(), "is in use by another process")
+	})
+	// The first one read ten heartbeat intervals meanwhile.
+	time.Sleep(time.Second)
+	pg.Exec(t, "app", `INSERT INTO public.t SELECT g, 'b' FROM generate_series(11, 20) g`)
+	waitFor(t, 30*time.Second, "20 entries", func() bool { return len(e.witness.entries("public.t")) == 20 })
+	for _, al := range e.alerts.list() {
+		if al.GetType() == alerts.TypeForgedControlMessage {
+			t.Fatalf("the first instance alerted a heartbeat of the second: %v", al)
+		}
+	}
+
+	if err := a.stop(t); err != nil {
+		t.Fatalf("stop the first: %v", err)
+	}
+	pg.Exec(t, "app", `INSERT INTO public.t SELECT g, 'c' FROM generate_series(21, 30) g`)
+	waitFor(t, 60*time.Second, "30 entries through the second", func() bool { return len(e.witness.entries("public.t")) == 30 })
+	want := scanPairs(t, e, "public", "t", `SELECT * FROM public.t`, 0)
+	if diff := cmp.Diff(want, pairs(e.witness.entries("public.t"))); diff != "" {
+		t.Fatalf("logged commitments differ from the table (-scan +wal):\n%s", diff)
+	}
+	for _, al := range e.alerts.list() {
+		if al.GetType() == alerts.TypeForgedControlMessage {
+			t.Fatalf("forged control message alerted: %v", al)
+		}
+	}
 }
 
 // TestStartupErrors checks the one-line errors for bad set-ups.

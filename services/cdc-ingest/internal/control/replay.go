@@ -38,10 +38,11 @@ var (
 // forgetting the oldest first. It is safe for concurrent use.
 //
 // Messages are only ever written by cdc-ingest itself (through Seal). Once
-// Since has named the WAL position at which this process started, a
-// message written at or after it must be one this process sealed: a
-// genuine message of an earlier run written to the WAL again after a
-// restart (which emptied the nonce memory) is refused as a replay.
+// Since has named the WAL position at which this process first streamed
+// the slot, a message written at or after it must be one this process
+// sealed: a genuine message of an earlier run (or of another process that
+// held the slot before) written to the WAL again after that (the nonce
+// memory of this process never saw it) is refused as a replay.
 type ReplayGuard struct {
 	window time.Duration
 	max    int
@@ -67,8 +68,8 @@ func newReplayGuard(window time.Duration, max int) *ReplayGuard {
 }
 
 // Since makes every message written at or after lsn — the server's WAL
-// position when this process started, before it sealed anything — need a
-// nonce this guard sealed.
+// position when this process first streamed the slot — need a nonce this
+// guard sealed (it may have sealed some before).
 func (g *ReplayGuard) Since(lsn uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -68,6 +68,11 @@ type Options struct {
 	// Tables returns the protected tables and what their logs expect; it
 	// is called at every check.
 	Tables func() []capture.Table
+	// Streaming, when set, reports whether this process streams the slot;
+	// heartbeats are written only while it does. A heartbeat no stream of
+	// this process will read is of no use, and another cdc-ingest holding
+	// the slot would refuse it as a control message it did not seal.
+	Streaming func() bool
 	// Announced is told of every schema change and rename whose alert was
 	// delivered, so that the decoder does not alert it again when the
 	// stream reaches it.
@@ -207,9 +212,37 @@ func (m *Monitor) every(ctx context.Context, d time.Duration, fn func(context.Co
 	}
 }
 
+// awaitStreaming reports whether this process streams the slot, waiting
+// up to one heartbeat interval for a reconnecting stream, so that a short
+// interruption does not delay the next heartbeat by a whole interval.
+func (m *Monitor) awaitStreaming(ctx context.Context) bool {
+	if m.opts.Streaming == nil || m.opts.Streaming() {
+		return true
+	}
+	deadline := time.NewTimer(m.opts.HeartbeatInterval)
+	defer deadline.Stop()
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-deadline.C:
+			return false
+		case <-poll.C:
+			if m.opts.Streaming() {
+				return true
+			}
+		}
+	}
+}
+
 // beat writes one heartbeat: a non-transactional logical decoding
 // message, which the stream sees at once, outside any transaction.
 func (m *Monitor) beat(ctx context.Context) {
+	if !m.awaitStreaming(ctx) {
+		return
+	}
 	seal := control.Seal
 	if m.opts.Guard != nil {
 		seal = m.opts.Guard.Seal

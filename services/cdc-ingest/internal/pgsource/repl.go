@@ -43,6 +43,10 @@ func (r *Repl) Start(ctx context.Context, slot, publication string, start pglogr
 		},
 	})
 	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "55006" { // object_in_use
+			return fmt.Errorf("replication slot %s is in use by another process (%s): only one cdc-ingest may stream a slot; stop the other one, or give this one its own slot and publication (--slot, --publication, then witnz init and witnz protect); this process retries meanwhile and writes no heartbeats", slot, pgErr.Message)
+		}
 		return fmt.Errorf("start replication from slot %s: %w", slot, pgsetup.ErrLine(err))
 	}
 	return nil

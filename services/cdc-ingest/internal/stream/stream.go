@@ -51,6 +51,11 @@ type Options struct {
 	StatusInterval time.Duration
 	// FlushTimeout bounds the delivery of pending entries at shutdown.
 	FlushTimeout time.Duration
+	// OnFirstStart, when set, is called once, when this process first
+	// streams the slot, with the server's WAL insert position taken just
+	// before: every change at or after it reaches the slot while this
+	// process holds it.
+	OnFirstStart func(at pglogrepl.LSN)
 }
 
 // Stream is the replication loop.
@@ -68,6 +73,7 @@ type Stream struct {
 	// stopConn ends the running connection so that Exclusive gets its turn.
 	stopConn context.CancelFunc
 	paused   atomic.Bool
+	started  bool // the slot was streamed once; only Run's goroutine uses it
 }
 
 // New returns a stream; Run starts it.
@@ -139,12 +145,16 @@ func (s *Stream) Run(ctx context.Context) error {
 		s.connMu.Lock()
 		s.stopConn = nil
 		s.connMu.Unlock()
+		// Only Exclusive cancels cctx while ctx lives; look before stop()
+		// cancels it too, or every failure would be retried at once,
+		// silently and without backoff.
+		asked := cctx.Err() != nil
 		stop()
 		if ctx.Err() != nil {
 			<-s.turn
 			return s.finish(repl)
 		}
-		if cctx.Err() != nil {
+		if asked {
 			// Exclusive asked for the turn.
 			s.closeConn(repl)
 			<-s.turn
@@ -227,8 +237,18 @@ func (s *Stream) connect(ctx context.Context) (_ *pgsource.Repl, err error) {
 	}
 	s.opts.Pipeline.Connected(uint64(slot.ConfirmedFlushLSN))
 	s.opts.Decoder.Reset()
+	at, err := s.opts.DB.InsertLSN(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the server's WAL position: %w", err)
+	}
 	if err := repl.Start(ctx, s.opts.Slot, s.opts.Publication, 0); err != nil {
 		return nil, err
+	}
+	if !s.started {
+		s.started = true
+		if s.opts.OnFirstStart != nil {
+			s.opts.OnFirstStart(at)
+		}
 	}
 	s.streaming.Store(true)
 	defer s.streaming.Store(false)
