@@ -501,6 +501,10 @@ func (p *Pipeline) tableWorker(q *queue) {
 // witness says it has not logged it yet, and then acknowledges its items.
 func (p *Pipeline) send(q *queue, b *sent) {
 	var resp *witnessv1.AppendResponse
+	// pause grows while the witness says the predecessor is not logged
+	// although it was acknowledged (a new leader still applying what its
+	// predecessor committed), so that the resends do not spin.
+	pause := time.Duration(0)
 	for {
 		started := time.Now()
 		var err error
@@ -511,10 +515,18 @@ func (p *Pipeline) send(q *queue, b *sent) {
 			}
 			select {
 			case <-b.prev:
-				continue
 			case <-p.ctx.Done():
 				return
 			}
+			if pause > 0 {
+				select {
+				case <-time.After(pause):
+				case <-p.ctx.Done():
+					return
+				}
+			}
+			pause = min(max(2*pause, time.Millisecond), 100*time.Millisecond)
+			continue
 		}
 		if err != nil {
 			return // only when Close gave up
