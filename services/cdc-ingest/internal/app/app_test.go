@@ -444,6 +444,11 @@ func TestSecondInstance(t *testing.T) {
 	})
 	// The first one read ten heartbeat intervals meanwhile.
 	time.Sleep(time.Second)
+	// The second retries with backoff (100 ms doubling): a handful of
+	// attempts in the first seconds, not a loop.
+	if n := strings.Count(bLog.String(), "replication stream lost; reconnecting"); n < 2 || n > 12 {
+		t.Errorf("the second instance logged %d reconnection attempts within about two seconds, want a few, spaced by the backoff", n)
+	}
 	pg.Exec(t, "app", `INSERT INTO public.t SELECT g, 'b' FROM generate_series(11, 20) g`)
 	waitFor(t, 30*time.Second, "20 entries", func() bool { return len(e.witness.entries("public.t")) == 20 })
 	for _, al := range e.alerts.list() {

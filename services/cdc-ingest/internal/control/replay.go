@@ -67,9 +67,11 @@ func newReplayGuard(window time.Duration, max int) *ReplayGuard {
 	return &ReplayGuard{window: window, max: max, seen: map[string]uint64{}, issued: map[string]time.Time{}}
 }
 
-// Since makes every message written at or after lsn — the server's WAL
+// Since makes every message written after lsn — the server's WAL insert
 // position when this process first streamed the slot — need a nonce this
-// guard sealed (it may have sealed some before).
+// guard sealed (it may have sealed some before). Messages are placed by
+// the end of their record, so a message that ends exactly at lsn was
+// written before it.
 func (g *ReplayGuard) Since(lsn uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -110,7 +112,9 @@ func (g *ReplayGuard) Check(m Message, lsn uint64, at time.Time) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.expire(at)
-	if _, ours := g.issued[m.Nonce]; g.since != 0 && lsn >= g.since && !ours {
+	// A message's position is the end of its WAL record (pgoutput's message
+	// LSN), so one written before since ends at since at most.
+	if _, ours := g.issued[m.Nonce]; g.since != 0 && lsn > g.since && !ours {
 		return fmt.Errorf("%w: written at %X/%X, after this cdc-ingest started (at %X/%X), but not issued by it: a genuine message of an earlier run written again, or a second cdc-ingest on the same slot", ErrReplayed, lsn>>32, uint32(lsn), g.since>>32, uint32(g.since))
 	}
 	if prev, ok := g.seen[m.Nonce]; ok {

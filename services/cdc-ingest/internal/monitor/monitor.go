@@ -256,7 +256,9 @@ func (m *Monitor) beat(ctx context.Context) {
 	err = m.opts.DB.QueryRow(ctx, `SELECT pg_logical_emit_message(false, $1, $2::text)::text`, control.Prefix, string(payload)).Scan(&lsn)
 	if err != nil && ctx.Err() == nil {
 		m.opts.Log.Warn("heartbeat not written", "error", err)
+		return
 	}
+	m.opts.Log.Debug("heartbeat written", "lsn", lsn)
 }
 
 // finding is a condition found by a check: key identifies it, state is
