@@ -16,8 +16,17 @@ import (
 	"github.com/witnz/witnz/libs/pgbin"
 	"github.com/witnz/witnz/tools/bench/internal/bareraft"
 	"github.com/witnz/witnz/tools/bench/internal/config"
+	"github.com/witnz/witnz/tools/bench/internal/cpuuse"
 	"github.com/witnz/witnz/tools/bench/internal/report"
 	"github.com/witnz/witnz/tools/bench/internal/rows"
+)
+
+// A row starts once the machine was less than settleBusy busy over two
+// seconds, or after settleMax: the previous row's tail (autovacuum,
+// checkpoints, write-back) must not weigh on it.
+const (
+	settleBusy = 0.15
+	settleMax  = 90 * time.Second
 )
 
 // Run is the whole harness.
@@ -76,6 +85,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if !slices.Contains(cfg.Rows, d.ID) {
 			continue
 		}
+		busy, waited := cpuuse.Settle(ctx, settleBusy, settleMax)
+		if waited > 3*time.Second {
+			env.Logf("waited %s for the machine to settle (busy %.0f %% of its cores)", waited.Round(time.Second), 100*busy)
+		}
 		t0 := time.Now()
 		env.Logf("== %s %s", d.ID, d.Title)
 		load0 := report.LoadAvg()
@@ -87,7 +100,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		for i := range out {
 			if out[i].Status == report.StatusMeasured || out[i].Status == "" {
-				out[i].Notes = append(out[i].Notes, fmt.Sprintf("machine load average (1 min) %.1f before the row, %.1f after", load0, load1))
+				out[i].Notes = append(out[i].Notes, fmt.Sprintf("machine load average (1 min) %.1f before the row, %.1f after; the machine was %.0f %% busy when the row started (after waiting %s for it to settle below %.0f %%)", load0, load1, 100*busy, waited.Round(time.Second), 100*settleBusy))
 			}
 			out[i].Evaluate()
 			env.Logf("%s: %s", out[i].ID, summary(out[i]))

@@ -6,9 +6,11 @@ package cpuuse
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -204,4 +206,27 @@ func (u Usage) String() string {
 	flush()
 	parts = append(parts, fmt.Sprintf("other processes on the machine %.0f %%", u.Others))
 	return strings.Join(parts, "; ") + " (percent of one core)"
+}
+
+// Settle waits until the whole machine was busy less than threshold (a
+// fraction of all cores) over a two-second window, or until maxWait has
+// passed, and returns the last window's busy fraction and how long it
+// waited. A row started right after another would otherwise inherit its
+// tail (autovacuum, checkpoints, write-back).
+func Settle(ctx context.Context, threshold float64, maxWait time.Duration) (busy float64, waited time.Duration) {
+	const window = 2 * time.Second
+	start := time.Now()
+	cores := float64(runtime.NumCPU())
+	for {
+		b0 := machineBusy()
+		select {
+		case <-ctx.Done():
+			return busy, time.Since(start)
+		case <-time.After(window):
+		}
+		busy = float64(machineBusy()-b0) / ticksPerSecond / window.Seconds() / cores
+		if busy < threshold || time.Since(start) >= maxWait {
+			return busy, time.Since(start)
+		}
+	}
 }

@@ -38,3 +38,15 @@ func TestChildCPUIsCounted(t *testing.T) {
 		t.Fatalf("reaped child's time is lost: %+v", Since(a, c))
 	}
 }
+
+func TestSettle(t *testing.T) {
+	// Nothing is ever below 0 % busy: Settle gives up after maxWait.
+	busy, waited := Settle(t.Context(), 0, 3*time.Second)
+	if waited < 3*time.Second || waited > 10*time.Second || busy < 0 || busy > 1.01 {
+		t.Errorf("Settle(0, 3s) = %.2f after %s, want a fraction after two windows", busy, waited)
+	}
+	// Everything is below 101 %: one window.
+	if _, waited := Settle(t.Context(), 1.01, time.Minute); waited > 5*time.Second {
+		t.Errorf("Settle(1.01) waited %s, want one window", waited)
+	}
+}
