@@ -106,7 +106,9 @@ func (s spec) build() *alertv1.Alert {
 	if w := s.where.WAL; w != nil {
 		d["xid"] = w.XID
 		d["commit_lsn"] = w.CommitLSN.String()
-		d["lsn"] = w.LSN.String()
+		if w.LSN != 0 {
+			d["lsn"] = w.LSN.String()
+		}
 		d["commit_time"] = rfc3339(w.CommitTime)
 		d["found_by"] = "replication stream"
 		pos := w.CommitLSN
@@ -144,10 +146,17 @@ func (s spec) build() *alertv1.Alert {
 
 // at is " at LSN" for a condition found in the stream, else "".
 func (w Where) at() string {
-	if w.WAL == nil {
+	switch {
+	case w.WAL == nil:
 		return ""
+	case w.WAL.LSN != 0:
+		return " at " + w.WAL.LSN.String()
+	case w.WAL.CommitLSN != 0:
+		// pgoutput sends a RELATION message without a WAL position of
+		// its own.
+		return " in the transaction committed at " + w.WAL.CommitLSN.String()
 	}
-	return " at " + w.WAL.LSN.String()
+	return ""
 }
 
 func rfc3339(t time.Time) string {
