@@ -39,8 +39,7 @@ var (
 //
 // Messages are only ever written by cdc-ingest itself (through Seal). Once
 // Since has named the WAL position at which this process first streamed
-// the slot, a message written at or after it must be one this process
-// sealed: a genuine message of an earlier run (or of another process that
+// the slot, a message written after it must be one this process sealed: a genuine message of an earlier run (or of another process that
 // held the slot before) written to the WAL again after that (the nonce
 // memory of this process never saw it) is refused as a replay.
 type ReplayGuard struct {
@@ -50,7 +49,7 @@ type ReplayGuard struct {
 	mu     sync.Mutex
 	seen   map[string]uint64 // nonce → WAL position
 	order  []seenNonce       // insertion order, for expiry
-	since  uint64            // WAL position this process started at; 0: not set
+	since  uint64            // WAL position this process first streamed the slot at; 0: not set
 	issued map[string]time.Time
 }
 
@@ -115,7 +114,7 @@ func (g *ReplayGuard) Check(m Message, lsn uint64, at time.Time) error {
 	// A message's position is the end of its WAL record (pgoutput's message
 	// LSN), so one written before since ends at since at most.
 	if _, ours := g.issued[m.Nonce]; g.since != 0 && lsn > g.since && !ours {
-		return fmt.Errorf("%w: written at %X/%X, after this cdc-ingest started (at %X/%X), but not issued by it: a genuine message of an earlier run written again, or a second cdc-ingest on the same slot", ErrReplayed, lsn>>32, uint32(lsn), g.since>>32, uint32(g.since))
+		return fmt.Errorf("%w: written at %X/%X, after this cdc-ingest first streamed the slot (at %X/%X), but not issued by it: a genuine message of an earlier run written again, or a second cdc-ingest on the same slot", ErrReplayed, lsn>>32, uint32(lsn), g.since>>32, uint32(g.since))
 	}
 	if prev, ok := g.seen[m.Nonce]; ok {
 		if prev == lsn {

@@ -87,9 +87,6 @@ type txn struct {
 	committed   bool
 }
 
-// witnessed is a transaction whose entries the quorum acknowledged.
-type witnessed struct{ commitTime, read time.Time }
-
 type item struct {
 	entry *witnessv1.Entry
 	tx    *txn
@@ -253,21 +250,23 @@ func (p *Pipeline) CommitTx(endLSN uint64, commitTime time.Time) {
 	p.wakeQueuesLocked()
 	p.mu.Unlock()
 	if already {
-		p.reportWitnessed([]witnessed{{t.commitTime, t.read}})
+		p.reportWitnessed([]*txn{t})
 	}
 }
 
 // doneLocked counts one acknowledged entry or alert of t and notes t when
 // that makes it witnessed.
-func doneLocked(t *txn, out []witnessed) []witnessed {
+func doneLocked(t *txn, out []*txn) []*txn {
 	t.outstanding--
 	if t.outstanding == 0 && t.committed && t.entries > 0 {
-		out = append(out, witnessed{t.commitTime, t.read})
+		out = append(out, t)
 	}
 	return out
 }
 
-func (p *Pipeline) reportWitnessed(ws []witnessed) {
+// reportWitnessed tells OnWitnessed of ws; their commit and read times
+// no longer change, so it runs without the lock.
+func (p *Pipeline) reportWitnessed(ws []*txn) {
 	if p.opts.OnWitnessed == nil || len(ws) == 0 {
 		return
 	}
@@ -539,7 +538,7 @@ func (p *Pipeline) send(q *queue, b *sent) {
 	p.mu.Lock()
 	q.committed += uint64(len(b.items)) - uint64(min(int(resp.GetDuplicates()), len(b.items)))
 	p.pending -= len(b.items)
-	var ws []witnessed
+	var ws []*txn
 	for _, it := range b.items {
 		ws = doneLocked(it.tx, ws)
 	}
@@ -634,7 +633,7 @@ func (p *Pipeline) alertWorker() {
 		}
 		p.mu.Lock()
 		p.pending -= n
-		var ws []witnessed
+		var ws []*txn
 		for _, a := range batch {
 			ws = doneLocked(a.tx, ws)
 		}

@@ -237,18 +237,21 @@ func (s *Stream) connect(ctx context.Context) (_ *pgsource.Repl, err error) {
 	}
 	s.opts.Pipeline.Connected(uint64(slot.ConfirmedFlushLSN))
 	s.opts.Decoder.Reset()
-	at, err := s.opts.DB.InsertLSN(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read the server's WAL position: %w", err)
+	// The position before the first start is read only until the slot was
+	// streamed once.
+	var at pglogrepl.LSN
+	first := !s.started && s.opts.OnFirstStart != nil
+	if first {
+		if at, err = s.opts.DB.InsertLSN(ctx); err != nil {
+			return nil, fmt.Errorf("read the server's WAL position: %w", err)
+		}
 	}
 	if err := repl.Start(ctx, s.opts.Slot, s.opts.Publication, 0); err != nil {
 		return nil, err
 	}
-	if !s.started {
-		s.started = true
-		if s.opts.OnFirstStart != nil {
-			s.opts.OnFirstStart(at)
-		}
+	s.started = true
+	if first {
+		s.opts.OnFirstStart(at)
 	}
 	s.streaming.Store(true)
 	defer s.streaming.Store(false)

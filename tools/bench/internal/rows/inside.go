@@ -66,12 +66,6 @@ func insideNote(a, b *inside) string {
 		batch := b.ingest.Histogram("witnz_cdc_append_batch_entries", nil).Sub(a.ingest.Histogram("witnz_cdc_append_batch_entries", nil))
 		parts = append(parts, fmt.Sprintf("cdc-ingest sent %.0f Appends/s of %.1f entries on average; send → quorum's answer mean %s, p50 ~%s, p99 ~%s ms (from its histogram)",
 			took.Count/sec, batch.Mean(), ms(took.Mean()), ms(took.Quantile(0.5)), ms(took.Quantile(0.99))))
-		read := b.ingest.Histogram("witnz_cdc_commit_to_read_seconds", nil).Sub(a.ingest.Histogram("witnz_cdc_commit_to_read_seconds", nil))
-		wit := b.ingest.Histogram("witnz_cdc_commit_to_witnessed_seconds", nil).Sub(a.ingest.Histogram("witnz_cdc_commit_to_witnessed_seconds", nil))
-		if wit.Count > 0 {
-			parts = append(parts, fmt.Sprintf("per transaction (%.0f): commit → read by cdc-ingest p50 ~%s, p99 ~%s ms; commit → acknowledged by the quorum p50 ~%s, p99 ~%s ms",
-				wit.Count, ms(read.Quantile(0.5)), ms(read.Quantile(0.99)), ms(wit.Quantile(0.5)), ms(wit.Quantile(0.99))))
-		}
 	}
 	var ws []string
 	for id, sb := range b.witness {
